@@ -1,0 +1,32 @@
+# Two commands on a fresh Linux machine with Python 3.11+:
+#   make demo   set up and run the gateway with an embedded database, a demo app and a demo user
+#   make test   set up and run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: demo test lint format clean
+
+$(BIN)/gateway: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+demo: $(BIN)/gateway
+	$(BIN)/gateway demo
+
+test: $(BIN)/gateway
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: $(BIN)/gateway
+	$(BIN)/ruff check gateway tests
+	$(BIN)/ruff format --check gateway tests
+
+format: $(BIN)/gateway
+	$(BIN)/ruff format gateway tests
+	$(BIN)/ruff check --fix gateway tests
+
+clean:
+	rm -rf $(VENV) .gateway .pytest_cache build dist

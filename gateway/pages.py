@@ -1,0 +1,389 @@
+"""The gateway's own pages: sign in, sign out, user info, health, errors."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlencode
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from . import audit, users
+from .auth import (
+    COOKIE_NAMES,
+    clear_session_cookie,
+    current_session,
+    own_cookies,
+    set_session_cookie,
+)
+from .csrf import FIELD as CSRF_FIELD
+from .csrf import CsrfSigner, cross_site, origin_of
+from .db import DatabaseUnavailable
+from .http_util import client_ip
+from .passwords import MAX_PASSWORD_BYTES
+from .redirects import safe_redirect
+from .sessions import DB_ERRORS, Identity
+from .state import CLEAR_COOKIE, CONFIG, CSRF, PASSWORDS, POOL, SESSIONS
+
+log = logging.getLogger(__name__)
+
+BAD_CREDENTIALS = "Incorrect username or password."
+FORM_EXPIRED = "Your sign-in form expired or came from another site. Please try again."
+MAX_USERNAME_CHARS = 256
+
+# Marks responses that are the gateway's own pages, for the security headers.
+GATEWAY_PAGE = web.RequestKey("gateway_page", bool)
+
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
+
+
+def login_url(request: web.Request, rd: str | None = None) -> str:
+    base = request.app[CONFIG].server.prefix + "/login"
+    return f"{base}?{urlencode({'rd': rd})}" if rd else base
+
+
+def see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location})
+
+
+def render(
+    request: web.Request, template: str, context: dict, *, status: int = 200
+) -> web.Response:
+    request[GATEWAY_PAGE] = True
+    return aiohttp_jinja2.render_template(template, request, context, status=status)
+
+
+def error_page(
+    request: web.Request,
+    status: int,
+    heading: str,
+    message: str,
+    *,
+    code: str,
+    with_login: bool = False,
+    html: bool | None = None,
+) -> web.Response:
+    """An HTML page for browsers, a small JSON body for everything else."""
+    request[GATEWAY_PAGE] = True
+    accept = request.headers.get("Accept", "")
+    if html is None:
+        html = "text/html" in accept
+    if not html:
+        return web.json_response({"error": code, "message": message}, status=status)
+    context = {
+        "status": status,
+        "heading": heading,
+        "message": message,
+        "login_url": login_url(request) if with_login else None,
+    }
+    return render(request, "error.html", context, status=status)
+
+
+def unavailable(request: web.Request) -> web.Response:
+    return error_page(
+        request,
+        503,
+        "Temporarily unavailable",
+        "Sign-in is temporarily unavailable. Please try again in a moment.",
+        code="unavailable",
+    )
+
+
+# -- CSRF -------------------------------------------------------------------
+
+
+def _csrf_nonce(request: web.Request, response_cookies: dict[str, str]) -> str:
+    """This browser's nonce, made (and remembered for the response) if missing."""
+    name = request.app[COOKIE_NAMES].csrf
+    nonce = own_cookies(request).get(name)
+    if not CsrfSigner.is_nonce(nonce):
+        nonce = CsrfSigner.new_nonce()
+        response_cookies[name] = nonce
+    return nonce
+
+
+def _set_csrf_cookies(
+    request: web.Request, response: web.StreamResponse, cookies: dict[str, str]
+) -> None:
+    https = request.app[CONFIG].server.https
+    for name, value in cookies.items():
+        response.set_cookie(name, value, path="/", secure=https, httponly=True, samesite="Lax")
+
+
+def _csrf_ok(request: web.Request, form: dict) -> bool:
+    config = request.app[CONFIG]
+    own = {origin_of(config.server.public_url)}
+    if request.host:
+        own.add(f"{'https' if config.server.https else request.scheme}://{request.host}".lower())
+    if cross_site(request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site"), own):
+        return False
+    nonce = own_cookies(request).get(request.app[COOKIE_NAMES].csrf)
+    return request.app[CSRF].valid(nonce, form.get(CSRF_FIELD))
+
+
+async def _read_form(request: web.Request) -> dict[str, str] | None:
+    """The urlencoded form as str values, or None when it is not a readable form."""
+    try:
+        data = await request.post()
+    except web.HTTPRequestEntityTooLarge:
+        raise
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return {k: v for k, v in data.items() if isinstance(v, str)}
+
+
+# -- sign in ------------------------------------------------------------------
+
+
+def _login_form(
+    request: web.Request,
+    *,
+    rd: str,
+    status: int = 200,
+    error: str | None = None,
+    username: str = "",
+) -> web.Response:
+    cookies: dict[str, str] = {}
+    nonce = _csrf_nonce(request, cookies)
+    context = {
+        "rd": rd,
+        "csrf_token": request.app[CSRF].token(nonce),
+        "error": error,
+        "username": username,
+        "remember_days": max(1, request.app[CONFIG].session.remember_me // 86400),
+    }
+    response = render(request, "login.html", context, status=status)
+    _set_csrf_cookies(request, response, cookies)
+    return response
+
+
+def _redirect_target(request: web.Request, rd: str | None) -> str:
+    config = request.app[CONFIG]
+    return safe_redirect(rd, config.server.public_host, config.session.allowed_redirect_hosts)
+
+
+async def login_get(request: web.Request) -> web.Response:
+    rd = request.query.get("rd", "")
+    try:
+        if await current_session(request) is not None:
+            return see_other(_redirect_target(request, rd))
+    except DatabaseUnavailable:
+        pass  # the form still renders; the POST will answer 503
+    return _login_form(request, rd=rd)
+
+
+async def login_post(request: web.Request) -> web.Response:
+    form = await _read_form(request)
+    if form is None:
+        return _login_form(request, rd="", status=400, error="The sign-in form was malformed.")
+    rd = form.get("rd", "")
+    if not _csrf_ok(request, form):
+        return _login_form(request, rd=rd, status=403, error=FORM_EXPIRED)
+    username = users.normalize_username(form.get("username", ""))
+    password = form.get("password", "")
+    if not username or not password:
+        return _login_form(
+            request,
+            rd=rd,
+            status=400,
+            error="Enter your username and password.",
+            username=username[:MAX_USERNAME_CHARS],
+        )
+    config = request.app[CONFIG]
+    ip = client_ip(request, config)
+    agent = request.headers.get("User-Agent", "")
+    pool = request.app[POOL]
+    try:
+        user = None
+        if len(username) <= MAX_USERNAME_CHARS:
+            user = await users.get_user(pool, username)
+        # Unknown and disabled users are hashed too (a dummy hash for the
+        # unknown), so neither the answer nor its timing says which it was.
+        result = await request.app[PASSWORDS].verify(user.password_hash if user else None, password)
+        if user is None or user.disabled or not result.ok:
+            why = "unknown user" if user is None else "disabled" if user.disabled else "password"
+            if len(password.encode("utf-8", "surrogatepass")) > MAX_PASSWORD_BYTES:
+                why = "password too long"
+            await audit.record(
+                pool,
+                "login_failed",
+                username[:MAX_USERNAME_CHARS],
+                ip=ip,
+                user_agent=agent,
+                detail=why,
+            )
+            return _login_form(
+                request,
+                rd=rd,
+                status=401,
+                error=BAD_CREDENTIALS,
+                username=username[:MAX_USERNAME_CHARS],
+            )
+        if result.new_hash:
+            async with pool.acquire() as conn:
+                await users.set_password(conn, user.username, result.new_hash)
+        await _end_presented_session(request)
+        remember = form.get("remember") == "1"
+        identity = Identity(user.id, user.username, user.email, user.display_name, user.groups)
+        token, _ = await request.app[SESSIONS].create(
+            identity, remember=remember, ip=ip, user_agent=agent
+        )
+        await audit.record(
+            pool,
+            "login_ok",
+            user.username,
+            ip=ip,
+            user_agent=agent,
+            detail="remember" if remember else "",
+        )
+    except (DatabaseUnavailable, *DB_ERRORS):
+        log.warning("login failed: database unavailable", exc_info=True)
+        return unavailable(request)
+    response = see_other(_redirect_target(request, rd))
+    set_session_cookie(
+        response, request, token, max_age=config.session.remember_me if remember else None
+    )
+    request[CLEAR_COOKIE] = False
+    return response
+
+
+async def _end_presented_session(request: web.Request) -> None:
+    """A browser signing in again drops whatever session it held before.
+
+    The old token is never reused (no fixation); ending it also stops a
+    shared computer's previous user from lingering in the table.
+    """
+    token = own_cookies(request).get(request.app[COOKIE_NAMES].session)
+    if token:
+        session = await request.app[SESSIONS].lookup(token)
+        if session is not None:
+            await request.app[SESSIONS].revoke(session.token_hash)
+
+
+# -- sign out -----------------------------------------------------------------
+
+
+async def logout_get(request: web.Request) -> web.Response:
+    try:
+        session = await current_session(request)
+    except DatabaseUnavailable:
+        return unavailable(request)
+    if session is None:
+        return _signed_out(request, everywhere=False)
+    cookies: dict[str, str] = {}
+    nonce = _csrf_nonce(request, cookies)
+    ident = session.identity
+    context = {"user": ident.name or ident.username, "csrf_token": request.app[CSRF].token(nonce)}
+    response = render(request, "logout.html", context)
+    _set_csrf_cookies(request, response, cookies)
+    return response
+
+
+async def logout_post(request: web.Request) -> web.Response:
+    form = await _read_form(request)
+    if form is None or not _csrf_ok(request, form):
+        return error_page(
+            request,
+            403,
+            "Sign-out not confirmed",
+            "The sign-out form expired or came from another site. Please try again.",
+            code="csrf",
+            with_login=False,
+            html=True,
+        )
+    everywhere = request.query.get("everywhere") == "1"
+    config = request.app[CONFIG]
+    try:
+        session = await current_session(request)
+        if session is not None:
+            store = request.app[SESSIONS]
+            if everywhere:
+                ended = await store.revoke_user(session.identity.user_id)
+            else:
+                ended = int(await store.revoke(session.token_hash))
+            await audit.record(
+                request.app[POOL],
+                "logout_everywhere" if everywhere else "logout",
+                session.identity.username,
+                ip=client_ip(request, config),
+                user_agent=request.headers.get("User-Agent", ""),
+                detail=f"sessions ended: {ended}",
+            )
+    except DatabaseUnavailable:
+        return unavailable(request)
+    return _signed_out(request, everywhere=everywhere and session is not None)
+
+
+def _signed_out(request: web.Request, *, everywhere: bool) -> web.Response:
+    """The friendly page, carrying the cookie deletion with it."""
+    response = render(
+        request, "signed_out.html", {"login_url": login_url(request), "everywhere": everywhere}
+    )
+    if request.method == "POST" or own_cookies(request).get(request.app[COOKIE_NAMES].session):
+        clear_session_cookie(response, request)
+        response.headers["Clear-Site-Data"] = '"cookies"'
+    request[CLEAR_COOKIE] = False
+    return response
+
+
+# -- JSON and health ------------------------------------------------------------
+
+
+async def userinfo(request: web.Request) -> web.Response:
+    request[GATEWAY_PAGE] = True
+    try:
+        session = await current_session(request)
+    except DatabaseUnavailable:
+        return web.json_response({"error": "unavailable"}, status=503)
+    if session is None:
+        return web.json_response({"error": "unauthenticated"}, status=401)
+    ident = session.identity
+    return web.json_response(
+        {
+            "user": ident.username,
+            "email": ident.email,
+            "name": ident.name,
+            "groups": list(ident.groups),
+            "session": {
+                "created": session.created_at.isoformat(),
+                "expires": session.expires_at.isoformat(),
+            },
+        }
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    request[GATEWAY_PAGE] = True
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    request[GATEWAY_PAGE] = True
+    try:
+        async with request.app[POOL].acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1", timeout=2)
+    except DB_ERRORS:
+        return web.Response(status=503, text="database unavailable\n")
+    return web.Response(text="ok\n")
+
+
+async def not_found(request: web.Request) -> web.Response:
+    return error_page(
+        request, 404, "Not found", "There is no page at this address.", code="not_found"
+    )
+
+
+async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every gateway page gets the hardening headers."""
+    if request.get(GATEWAY_PAGE):
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)

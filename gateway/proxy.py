@@ -1,0 +1,356 @@
+"""The reverse proxy: decide, then stream the request to its upstream and back.
+
+Bodies are streamed chunk by chunk in both directions, so a multi-GB upload
+or download never sits in memory. WebSocket upgrades are relayed frame by
+frame after the same access check as any other request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from .auth import COOKIE_NAMES, current_session
+from .config import Config, Upstream
+from .db import DatabaseUnavailable
+from .http_util import host_name, is_trusted, peer_ip, split_cookies, wants_html
+from .pages import error_page, login_url, unavailable
+from .rules import DENY, PUBLIC
+from .sessions import Session
+from .state import CONFIG, HTTP, RULES, UPSTREAMS
+
+log = logging.getLogger(__name__)
+
+CHUNK = 64 * 1024
+
+# RFC 9110 7.6.1, plus the old Proxy-Connection that some clients still send.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# aiohttp's WebSocket client writes its own handshake headers.
+WEBSOCKET_HANDSHAKE = frozenset(
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "sec-websocket-accept",
+    }
+)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def header_key(name: str) -> str:
+    """How a header name compares for spoofing: case, '_' and '.' folded to '-'.
+
+    nginx drops headers with underscores by default; aiohttp keeps them, and
+    many app frameworks (CGI-style environ, PHP, Django META) treat
+    X_Remote_User as X-Remote-User, so every spelling is removed.
+    """
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+class HeaderRules:
+    """Per-app precomputed header sets, so the hot path does no string building."""
+
+    def __init__(self, config: Config) -> None:
+        ih = config.identity_headers
+        self.identity = ih
+        self.identity_keys = frozenset(header_key(n) for n in ih.names())
+
+
+HEADER_RULES = web.AppKey("header_rules", HeaderRules)
+
+
+def _connection_listed(headers: CIMultiDict[str] | object) -> set[str]:
+    listed: set[str] = set()
+    for value in headers.getall("Connection", ()):  # type: ignore[attr-defined]
+        listed.update(token.strip().lower() for token in value.split(","))
+    return listed
+
+
+def upstream_headers(
+    request: web.Request, session: Session | None, request_id: str, *, websocket: bool = False
+) -> CIMultiDict[str]:
+    config = request.app[CONFIG]
+    rules = request.app[HEADER_RULES]
+    drop = HOP_BY_HOP | _connection_listed(request.headers)
+    if websocket:
+        drop = drop | WEBSOCKET_HANDSHAKE
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in request.headers.items():
+        lower = name.lower()
+        if lower in drop or header_key(name) in rules.identity_keys:
+            continue
+        if lower in (
+            "cookie",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "x-request-id",
+        ):
+            continue
+        out.add(name, value)
+
+    # The app never sees the session token; its own cookies pass untouched.
+    cookie_header = "; ".join(request.headers.getall("Cookie", ()))
+    _, rest = split_cookies(cookie_header, request.app[COOKIE_NAMES].all)
+    if rest:
+        out["Cookie"] = rest
+
+    peer = peer_ip(request)
+    trusted = is_trusted(peer, config.server.trusted_proxies)
+    forwarded_for = request.headers.get("X-Forwarded-For", "") if trusted else ""
+    out["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
+    out["X-Forwarded-Proto"] = (
+        request.headers.get("X-Forwarded-Proto", "") if trusted else ""
+    ) or request.scheme
+    out["X-Forwarded-Host"] = (
+        request.headers.get("X-Forwarded-Host", "") if trusted else ""
+    ) or request.host
+    out["X-Request-ID"] = request_id
+
+    if session is not None:
+        ident = session.identity
+        ih = rules.identity
+        out[ih.user] = ident.username
+        out[ih.email] = ident.email
+        out[ih.name] = _header_safe(ident.name)
+        out[ih.groups] = ",".join(ident.groups)
+    return out
+
+
+def _header_safe(value: str) -> str:
+    """Display names are free text; a header value may not carry CR/LF or non-latin-1."""
+    cleaned = value.replace("\r", " ").replace("\n", " ")
+    return cleaned.encode("latin-1", "replace").decode("latin-1")
+
+
+def _request_id(request: web.Request, config: Config) -> str:
+    incoming = request.headers.get("X-Request-ID", "")
+    if (
+        incoming
+        and _REQUEST_ID.match(incoming)
+        and is_trusted(peer_ip(request), config.server.trusted_proxies)
+    ):
+        return incoming
+    return uuid.uuid4().hex
+
+
+def response_headers(upstream: aiohttp.ClientResponse, own_cookies: frozenset[str]) -> CIMultiDict:
+    drop = HOP_BY_HOP | _connection_listed(upstream.headers)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in upstream.headers.items():
+        lower = name.lower()
+        if lower in drop:
+            continue
+        # An app may not overwrite the gateway's own cookies.
+        if lower == "set-cookie" and value.split("=", 1)[0].strip() in own_cookies:
+            continue
+        out.add(name, value)
+    return out
+
+
+def _target(upstream: Upstream, request: web.Request, scheme: str | None = None) -> URL:
+    base = upstream.url
+    if scheme:
+        base = scheme + base[base.index(":") :]
+    # raw_path keeps the client's exact encoding; the app sees what was sent.
+    return URL(base + request.raw_path, encoded=True)
+
+
+def _bad_gateway(request: web.Request) -> web.Response:
+    return error_page(
+        request,
+        502,
+        "Bad gateway",
+        "The application behind this gateway is not answering right now.",
+        code="bad_gateway",
+    )
+
+
+def _gateway_timeout(request: web.Request) -> web.Response:
+    return error_page(
+        request,
+        504,
+        "Gateway timeout",
+        "The application behind this gateway took too long to answer.",
+        code="gateway_timeout",
+    )
+
+
+def is_websocket(request: web.Request) -> bool:
+    return (
+        request.method == "GET"
+        and request.headers.get("Upgrade", "").lower() == "websocket"
+        and "upgrade" in _connection_listed(request.headers)
+    )
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    """Everything outside the gateway's own prefix lands here."""
+    host = host_name(request.host)
+    path = request.path
+    upstream = request.app[UPSTREAMS].match(host, path)
+    if upstream is None:
+        return error_page(
+            request, 404, "Not found", "No application is configured here.", code="not_found"
+        )
+    decision = request.app[RULES].decide(host, path, request.method)
+    if decision.policy == DENY:
+        return _forbidden(request)
+    try:
+        session = await current_session(request)
+    except DatabaseUnavailable:
+        if decision.policy != PUBLIC:
+            return unavailable(request)
+        session = None  # public routes keep working, just without an identity
+    if decision.policy != PUBLIC:
+        if session is None:
+            return _unauthenticated(request)
+        if not decision.allows(session.identity.groups):
+            return _forbidden(request)
+    if is_websocket(request):
+        return await _relay_websocket(request, upstream, session)
+    return await _forward(request, upstream, session)
+
+
+def _unauthenticated(request: web.Request) -> web.Response:
+    if wants_html(request):
+        raise web.HTTPFound(login_url(request, request.raw_path))
+    return web.json_response(
+        {"error": "unauthenticated", "login_url": login_url(request)}, status=401
+    )
+
+
+def _forbidden(request: web.Request) -> web.Response:
+    return error_page(
+        request,
+        403,
+        "Access denied",
+        "Your account is not allowed to open this page.",
+        code="forbidden",
+    )
+
+
+async def _forward(
+    request: web.Request, upstream: Upstream, session: Session | None
+) -> web.StreamResponse:
+    config = request.app[CONFIG]
+    headers = upstream_headers(request, session, _request_id(request, config))
+    body = request.content.iter_chunked(CHUNK) if request.body_exists else None
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=upstream.timeout, sock_read=upstream.timeout
+    )
+    http = request.app[HTTP]
+    try:
+        upstream_response = await http.request(
+            request.method,
+            _target(upstream, request),
+            headers=headers,
+            data=body,
+            timeout=timeout,
+            allow_redirects=False,
+        )
+    except TimeoutError:
+        log.warning("upstream %s timed out", upstream.name)
+        return _gateway_timeout(request)
+    except aiohttp.ClientError as exc:
+        log.warning("upstream %s unreachable: %s", upstream.name, exc)
+        return _bad_gateway(request)
+
+    async with upstream_response:
+        response = web.StreamResponse(
+            status=upstream_response.status,
+            reason=upstream_response.reason,
+            headers=response_headers(upstream_response, request.app[COOKIE_NAMES].all),
+        )
+        await response.prepare(request)
+        if request.method == "HEAD":
+            return response
+        try:
+            async for chunk in upstream_response.content.iter_chunked(CHUNK):
+                await response.write(chunk)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            # Headers are gone already: the only honest signal left is to cut
+            # the connection, so the client cannot take a truncated body as whole.
+            log.warning("upstream %s failed mid-response: %r", upstream.name, exc)
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+    await response.write_eof()
+    return response
+
+
+async def _relay_websocket(
+    request: web.Request, upstream: Upstream, session: Session | None
+) -> web.StreamResponse:
+    config = request.app[CONFIG]
+    headers = upstream_headers(request, session, _request_id(request, config), websocket=True)
+    protocols = [
+        p.strip()
+        for value in request.headers.getall("Sec-WebSocket-Protocol", ())
+        for p in value.split(",")
+        if p.strip()
+    ]
+    scheme = "wss" if upstream.url.startswith("https") else "ws"
+    try:
+        to_app = await request.app[HTTP].ws_connect(
+            _target(upstream, request, scheme),
+            headers=headers,
+            protocols=protocols,
+            timeout=aiohttp.ClientWSTimeout(ws_close=10),
+            max_msg_size=0,
+            autoping=True,
+        )
+    except TimeoutError:
+        return _gateway_timeout(request)
+    except aiohttp.ClientError as exc:
+        log.warning("upstream %s websocket failed: %s", upstream.name, exc)
+        return _bad_gateway(request)
+
+    to_client = web.WebSocketResponse(
+        protocols=[to_app.protocol] if to_app.protocol else (), max_msg_size=0, autoping=True
+    )
+    await to_client.prepare(request)
+
+    async def pump(source, sink) -> None:
+        async for message in source:
+            if message.type == aiohttp.WSMsgType.TEXT:
+                await sink.send_str(message.data)
+            elif message.type == aiohttp.WSMsgType.BINARY:
+                await sink.send_bytes(message.data)
+            else:
+                break
+        await sink.close(code=source.close_code or aiohttp.WSCloseCode.OK)
+
+    try:
+        tasks = [
+            asyncio.create_task(pump(to_client, to_app)),
+            asyncio.create_task(pump(to_app, to_client)),
+        ]
+        _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    finally:
+        await to_app.close()
+        await to_client.close()
+    return to_client

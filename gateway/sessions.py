@@ -1,0 +1,231 @@
+"""Server-side sessions: opaque tokens, their SHA-256 in PostgreSQL, expiry.
+
+The browser only ever holds a random token. Validating it means finding its
+hash in the sessions table, so deleting the row (logout, revoke, disable)
+ends the session everywhere, whoever holds a copy of the cookie.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from .config import SessionConfig
+from .db import DatabaseUnavailable
+
+Clock = Callable[[], datetime]
+
+# last_seen is written at most this often per session, so a busy session does
+# not turn every proxied request into a database write. Idle expiry is
+# therefore measured with this granularity.
+TOUCH_INTERVAL = timedelta(seconds=60)
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")  # 32 bytes, URL-safe base64, no padding
+
+INSERT_SESSION = """
+INSERT INTO sessions (token_hash, user_id, created_at, last_seen, expires_at, remember, ip,
+                      user_agent)
+VALUES ($1, $2, $3, $3, $4, $5, $6, $7)
+RETURNING id"""
+SELECT_SESSION = """
+SELECT s.id, s.user_id, s.created_at, s.last_seen, s.expires_at, s.remember,
+       u.username, u.email, u.display_name, u.groups, u.disabled
+FROM sessions s JOIN users u ON u.id = s.user_id
+WHERE s.token_hash = $1"""
+TOUCH_SESSION = "UPDATE sessions SET last_seen = $2 WHERE token_hash = $1"
+DELETE_SESSION = "DELETE FROM sessions WHERE token_hash = $1 RETURNING user_id"
+DELETE_SESSION_BY_ID = "DELETE FROM sessions WHERE id = $1 RETURNING user_id"
+DELETE_USER_SESSIONS = "DELETE FROM sessions WHERE user_id = $1"
+DELETE_ALL_SESSIONS = "DELETE FROM sessions"
+SELECT_SESSIONS = """
+SELECT s.id, s.created_at, s.last_seen, s.expires_at, s.remember, s.ip, s.user_agent,
+       u.username
+FROM sessions s JOIN users u ON u.id = s.user_id
+WHERE ($1::text IS NULL OR u.username = $1) AND s.expires_at > $2
+ORDER BY s.created_at"""
+
+DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode("ascii")).digest()
+
+
+def is_token(value: str) -> bool:
+    return bool(_TOKEN.match(value))
+
+
+@dataclass(frozen=True)
+class Identity:
+    user_id: int
+    username: str
+    email: str
+    name: str
+    groups: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Session:
+    id: uuid.UUID
+    token_hash: bytes
+    identity: Identity
+    created_at: datetime
+    last_seen: datetime
+    expires_at: datetime
+    remember: bool
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    id: uuid.UUID
+    username: str
+    created_at: datetime
+    last_seen: datetime
+    expires_at: datetime
+    remember: bool
+    ip: str
+    user_agent: str
+
+
+class SessionStore:
+    """Creates, validates and ends sessions. All times come from `clock`."""
+
+    def __init__(self, pool: asyncpg.Pool, config: SessionConfig, clock: Clock = utc_now):
+        self.pool = pool
+        self.config = config
+        self.clock = clock
+
+    @asynccontextmanager
+    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            async with self.pool.acquire(timeout=5) as conn:
+                yield conn
+        except DB_ERRORS as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
+
+    def lifetime(self, remember: bool) -> timedelta:
+        return timedelta(
+            seconds=self.config.remember_me if remember else self.config.absolute_timeout
+        )
+
+    async def create(
+        self, identity: Identity, *, remember: bool = False, ip: str = "", user_agent: str = ""
+    ) -> tuple[str, Session]:
+        """A brand-new session (never a reused one: no fixation). Returns (token, session)."""
+        token = new_token()
+        token_hash = hash_token(token)
+        now = self.clock()
+        expires = now + self.lifetime(remember)
+        async with self._conn() as conn:
+            session_id = await conn.fetchval(
+                INSERT_SESSION,
+                token_hash,
+                identity.user_id,
+                now,
+                expires,
+                remember,
+                ip,
+                user_agent[:512],
+            )
+        return token, Session(session_id, token_hash, identity, now, now, expires, remember)
+
+    def expired(self, session: Session, now: datetime) -> bool:
+        if now >= session.expires_at:
+            return True
+        # "Keep me signed in" trades the idle limit for its own, longer lifetime.
+        idle_limit = timedelta(seconds=self.config.idle_timeout)
+        return not session.remember and now >= session.last_seen + idle_limit
+
+    async def lookup(self, token: str) -> Session | None:
+        """The live session for a cookie value, or None. Expired rows are deleted.
+
+        Raises DatabaseUnavailable so callers can fail closed.
+        """
+        if not is_token(token):
+            return None
+        token_hash = hash_token(token)
+        async with self._conn() as conn:
+            row = await conn.fetchrow(SELECT_SESSION, token_hash)
+            if row is None:
+                return None
+            session = Session(
+                id=row["id"],
+                token_hash=token_hash,
+                identity=Identity(
+                    user_id=row["user_id"],
+                    username=row["username"],
+                    email=row["email"],
+                    name=row["display_name"],
+                    groups=tuple(row["groups"]),
+                ),
+                created_at=row["created_at"],
+                last_seen=row["last_seen"],
+                expires_at=row["expires_at"],
+                remember=row["remember"],
+            )
+            now = self.clock()
+            if row["disabled"] or self.expired(session, now):
+                await conn.execute(DELETE_SESSION, token_hash)
+                return None
+            if now - session.last_seen >= TOUCH_INTERVAL:
+                await conn.execute(TOUCH_SESSION, token_hash, now)
+        return session
+
+    async def revoke(self, token_hash: bytes) -> bool:
+        async with self._conn() as conn:
+            return await conn.fetchval(DELETE_SESSION, token_hash) is not None
+
+    async def revoke_user(self, user_id: int) -> int:
+        async with self._conn() as conn:
+            return await revoke_user(conn, user_id)
+
+
+async def list_sessions(
+    db: asyncpg.Pool | asyncpg.Connection, username: str | None, now: datetime
+) -> list[SessionInfo]:
+    rows = await db.fetch(SELECT_SESSIONS, username, now)
+    return [
+        SessionInfo(
+            id=r["id"],
+            username=r["username"],
+            created_at=r["created_at"],
+            last_seen=r["last_seen"],
+            expires_at=r["expires_at"],
+            remember=r["remember"],
+            ip=r["ip"],
+            user_agent=r["user_agent"],
+        )
+        for r in rows
+    ]
+
+
+async def revoke_by_id(db: asyncpg.Pool | asyncpg.Connection, session_id: uuid.UUID) -> bool:
+    return await db.fetchval(DELETE_SESSION_BY_ID, session_id) is not None
+
+
+async def revoke_user(db: asyncpg.Pool | asyncpg.Connection, user_id: int) -> int:
+    return _count(await db.execute(DELETE_USER_SESSIONS, user_id))
+
+
+async def revoke_all(db: asyncpg.Pool | asyncpg.Connection) -> int:
+    return _count(await db.execute(DELETE_ALL_SESSIONS))
+
+
+def _count(status: str) -> int:
+    return int(status.rsplit(" ", 1)[-1])

@@ -1,0 +1,29 @@
+"""Typed keys for application and request state (no string keys)."""
+
+from __future__ import annotations
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from .config import Config
+from .csrf import CsrfSigner
+from .passwords import Passwords
+from .proxy_routes import UpstreamTable
+from .rules import RuleSet
+from .sessions import Clock, Session, SessionStore
+
+CONFIG = web.AppKey("config", Config)
+CLOCK = web.AppKey("clock", Clock)
+POOL = web.AppKey("pool", asyncpg.Pool)
+SESSIONS = web.AppKey("sessions", SessionStore)
+PASSWORDS = web.AppKey("passwords", Passwords)
+CSRF = web.AppKey("csrf", CsrfSigner)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+RULES = web.AppKey("rules", RuleSet)
+UPSTREAMS = web.AppKey("upstreams", UpstreamTable)
+
+# Resolved once per request by auth.current_session, whoever asks first.
+SESSION = web.RequestKey("session", Session | None)
+# Set when the browser sent a session cookie that is no longer valid.
+CLEAR_COOKIE = web.RequestKey("clear_cookie", bool)

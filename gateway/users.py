@@ -1,0 +1,151 @@
+"""The users table: accounts, their groups and password hashes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import asyncpg
+
+from . import audit
+
+_USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@+-]{0,63}$")
+_GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,63}$")
+
+SELECT_USER = """
+SELECT id, username, email, display_name, groups, password_hash, disabled
+FROM users WHERE username = $1"""
+SELECT_USERS = """
+SELECT id, username, email, display_name, groups, password_hash, disabled
+FROM users ORDER BY username"""
+INSERT_USER = """
+INSERT INTO users (username, email, display_name, groups, password_hash)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING id"""
+UPDATE_PASSWORD = """
+UPDATE users SET password_hash = $2, updated_at = now() WHERE username = $1 RETURNING id"""
+UPDATE_DISABLED = """
+UPDATE users SET disabled = $2, updated_at = now() WHERE username = $1 RETURNING id"""
+DELETE_USER = "DELETE FROM users WHERE username = $1 RETURNING id"
+DELETE_USER_SESSIONS = "DELETE FROM sessions WHERE user_id = $1"
+
+
+class UserError(Exception):
+    """An operator mistake: unknown user, duplicate name, bad value."""
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    username: str
+    email: str
+    display_name: str
+    groups: tuple[str, ...]
+    password_hash: str
+    disabled: bool
+
+
+def normalize_username(name: str) -> str:
+    """Usernames are case-insensitive: 'Alice' and 'alice' are one account."""
+    return name.strip().lower()
+
+
+def check_username(name: str) -> str:
+    username = normalize_username(name)
+    if not _USERNAME.match(username):
+        raise UserError(
+            f"invalid username {name!r}: use 1-64 of a-z 0-9 . _ @ + - (letter or digit first)"
+        )
+    return username
+
+
+def check_groups(groups: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    for group in groups:
+        if not _GROUP.match(group):
+            raise UserError(f"invalid group {group!r}: use letters, digits and . _ : @ + -")
+    return tuple(dict.fromkeys(groups))
+
+
+def _user(row: asyncpg.Record) -> User:
+    return User(
+        id=row["id"],
+        username=row["username"],
+        email=row["email"],
+        display_name=row["display_name"],
+        groups=tuple(row["groups"]),
+        password_hash=row["password_hash"],
+        disabled=row["disabled"],
+    )
+
+
+async def get_user(db: asyncpg.Pool | asyncpg.Connection, username: str) -> User | None:
+    row = await db.fetchrow(SELECT_USER, normalize_username(username))
+    return _user(row) if row else None
+
+
+async def list_users(db: asyncpg.Pool | asyncpg.Connection) -> list[User]:
+    return [_user(row) for row in await db.fetch(SELECT_USERS)]
+
+
+async def add_user(
+    conn: asyncpg.Connection,
+    username: str,
+    password_hash: str,
+    *,
+    email: str = "",
+    name: str = "",
+    groups: tuple[str, ...] = (),
+) -> int:
+    username = check_username(username)
+    groups = check_groups(groups)
+    try:
+        async with conn.transaction():
+            user_id = await conn.fetchval(
+                INSERT_USER, username, email.strip(), name.strip(), list(groups), password_hash
+            )
+            await audit.record(conn, "user_added", username)
+    except asyncpg.UniqueViolationError:
+        raise UserError(f"user {username!r} already exists") from None
+    return user_id
+
+
+async def set_password(conn: asyncpg.Connection, username: str, password_hash: str) -> None:
+    """Change a password. Other sessions survive; `disable` ends them."""
+    username = normalize_username(username)
+    async with conn.transaction():
+        if await conn.fetchval(UPDATE_PASSWORD, username, password_hash) is None:
+            raise UserError(f"no such user {username!r}")
+        await audit.record(conn, "user_password_changed", username)
+
+
+async def set_disabled(conn: asyncpg.Connection, username: str, disabled: bool) -> int:
+    """Disable (ending every session of the user) or enable; returns sessions ended."""
+    username = normalize_username(username)
+    async with conn.transaction():
+        user_id = await conn.fetchval(UPDATE_DISABLED, username, disabled)
+        if user_id is None:
+            raise UserError(f"no such user {username!r}")
+        ended = 0
+        if disabled:
+            ended = _count(await conn.execute(DELETE_USER_SESSIONS, user_id))
+        await audit.record(
+            conn,
+            "user_disabled" if disabled else "user_enabled",
+            username,
+            detail=f"sessions ended: {ended}" if disabled else "",
+        )
+    return ended
+
+
+async def delete_user(conn: asyncpg.Connection, username: str) -> None:
+    """Delete the user; their sessions go with them (ON DELETE CASCADE)."""
+    username = normalize_username(username)
+    async with conn.transaction():
+        if await conn.fetchval(DELETE_USER, username) is None:
+            raise UserError(f"no such user {username!r}")
+        await audit.record(conn, "user_deleted", username)
+
+
+def _count(status: str) -> int:
+    """'DELETE 3' -> 3."""
+    return int(status.rsplit(" ", 1)[-1])
