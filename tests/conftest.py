@@ -1,0 +1,234 @@
+"""Shared fixtures: a real PostgreSQL, a real echo upstream, a real gateway on real sockets.
+
+The database is the embedded PostgreSQL unless GATEWAY_TEST_DATABASE_URL names
+another server. Each test gets its own fresh schema (via search_path in the
+URL), so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway import users
+from gateway.app import create_app
+from gateway.config import Config, build_config
+from gateway.db import embedded_postgres, migrate
+from gateway.echo import create_echo_app
+from gateway.passwords import Passwords
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="session")
+def database_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("GATEWAY_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    with embedded_postgres(tmp_path_factory.mktemp("embedded-pg")) as embedded_url:
+        yield embedded_url
+
+
+def with_search_path(url: str, schema: str) -> str:
+    # asyncpg passes unknown DSN query parameters on as server settings.
+    return f"{url}{'&' if '?' in url else '?'}search_path={schema}"
+
+
+@pytest.fixture
+async def db_url(database_server: str) -> AsyncIterator[str]:
+    schema = "t_" + secrets.token_hex(6)
+    conn = await asyncpg.connect(database_server)
+    await conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield with_search_path(database_server, schema)
+    finally:
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        await conn.close()
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to this test's migrated schema, for arranging and checking rows."""
+    conn = await asyncpg.connect(db_url)
+    await migrate(conn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+class FakeClock:
+    """Injectable clock: tests move time instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def echo_server() -> AsyncIterator[TestServer]:
+    server = TestServer(create_echo_app(), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+def echo_url(echo_server: TestServer) -> str:
+    return str(echo_server.make_url("")).rstrip("/")
+
+
+@pytest.fixture
+def make_config(db_url: str, echo_url: str) -> Callable[..., Config]:
+    """Config built the way an operator's TOML is, pointed at this test's database and echo."""
+
+    def make(**sections: Any) -> Config:
+        data: dict[str, Any] = {
+            "database": {"url": db_url},
+            "upstream": [{"name": "echo", "url": echo_url}],
+        }
+        data.update(sections)
+        return build_config(data, source="test.toml", env={})
+
+    return make
+
+
+@pytest.fixture
+async def gateway(
+    make_config: Callable[..., Config], clock: FakeClock
+) -> AsyncIterator[Callable[..., Awaitable[TestClient]]]:
+    """Start a gateway on a real socket: `client = await gateway(session={...})`."""
+    clients: list[TestClient] = []
+
+    async def start(config: Config | None = None, **sections: Any) -> TestClient:
+        app = create_app(config or make_config(**sections), clock=clock)
+        client = TestClient(TestServer(app, host="127.0.0.1"))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        await client.close()
+
+
+async def create_user(
+    db: asyncpg.Connection,
+    name: str = "alice",
+    password: str = PASSWORD,
+    *,
+    groups: tuple[str, ...] = (),
+    email: str = "",
+    display_name: str = "",
+) -> int:
+    passwords = Passwords(workers=1)
+    try:
+        password_hash = passwords.hash(password)
+    finally:
+        passwords.close()
+    return await users.add_user(
+        db,
+        name,
+        password_hash,
+        email=email or f"{name}@example.com",
+        name=display_name or name.title(),
+        groups=groups,
+    )
+
+
+@pytest.fixture
+async def alice(db: asyncpg.Connection) -> int:
+    return await create_user(db, "alice", groups=("staff",))
+
+
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+async def csrf_token(client: TestClient, path: str = "/_gateway/login") -> str:
+    response = await client.get(path)
+    match = _CSRF.search(await response.text())
+    assert match, f"no CSRF token on {path} (status {response.status})"
+    return match.group(1)
+
+
+@dataclass
+class LoginResult:
+    status: int
+    location: str | None
+    token: str | None  # the session cookie set, if any
+    text: str
+    response: aiohttp.ClientResponse
+
+
+async def sign_in(
+    client: TestClient,
+    username: str = "alice",
+    password: str = PASSWORD,
+    *,
+    rd: str = "",
+    remember: bool = False,
+    cookie_name: str = "gateway_session",
+) -> LoginResult:
+    """The browser's sign-in: fetch the form (CSRF cookie + token), then POST it."""
+    form = {
+        "csrf_token": await csrf_token(client),
+        "username": username,
+        "password": password,
+        "rd": rd,
+    }
+    if remember:
+        form["remember"] = "1"
+    response = await client.post("/_gateway/login", data=form, allow_redirects=False)
+    cookie = response.cookies.get(cookie_name)
+    return LoginResult(
+        status=response.status,
+        location=response.headers.get("Location"),
+        token=cookie.value if cookie is not None and cookie.value else None,
+        text=await response.text(),
+        response=response,
+    )
+
+
+def cookie_header(token: str, name: str = "gateway_session") -> dict[str, str]:
+    return {"Cookie": f"{name}={token}"}
+
+
+async def fresh_get(
+    client: TestClient, path: str, token: str, **headers: str
+) -> aiohttp.ClientResponse:
+    """A request carrying exactly this session cookie, bypassing the client's cookie jar."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        response = await session.get(
+            client.make_url(path),
+            headers={**cookie_header(token), **headers},
+            allow_redirects=False,
+        )
+        await response.read()
+        return response
+
+
+__all__ = ["PASSWORD", "FakeClock", "create_user", "csrf_token", "fresh_get", "sign_in", "web"]
