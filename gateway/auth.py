@@ -85,6 +85,11 @@ async def clear_stale_cookie(request: web.Request, response: web.StreamResponse)
 
     A signal rather than a middleware so it also reaches streamed proxy
     responses, whose headers are sent before a middleware would see them.
+    aiohttp has already turned response.cookies into headers by the time the
+    signal runs, so the expiring cookie is added as a header.
     """
-    if request.get(CLEAR_COOKIE) and request.app[COOKIE_NAMES].session not in response.cookies:
-        clear_session_cookie(response, request)
+    name = request.app[COOKIE_NAMES].session
+    if request.get(CLEAR_COOKIE) and name not in response.cookies:
+        carrier = web.StreamResponse()
+        clear_session_cookie(carrier, request)
+        response.headers.add("Set-Cookie", carrier.cookies[name].output(header="").strip())
