@@ -1,0 +1,36 @@
+"""The wheel carries what a non-editable install needs: templates/ and sql/."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_contains_templates_and_migrations(tmp_path: Path):
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--quiet",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("gateway-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for template in (ROOT / "templates").rglob("*"):
+        if template.is_file():
+            assert f"gateway/templates/{template.relative_to(ROOT / 'templates')}" in names
+    for migration in (ROOT / "sql").glob("*.sql"):
+        assert f"gateway/sql/{migration.name}" in names
+    assert "gateway/cli.py" in names
