@@ -11,7 +11,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from . import pages, proxy
+from . import forward_auth, pages, proxy
 from .auth import COOKIE_NAMES, clear_stale_cookie, cookie_names
 from .config import Config
 from .csrf import CsrfSigner
@@ -93,6 +93,7 @@ def create_app(config: Config, *, clock: Clock = utc_now) -> web.Application:
     r.add_post(f"{prefix}/login", pages.login_post)
     r.add_get(f"{prefix}/logout", pages.logout_get)
     r.add_post(f"{prefix}/logout", pages.logout_post)
+    r.add_get(f"{prefix}/auth", forward_auth.handle_auth)
     r.add_get(f"{prefix}/userinfo", pages.userinfo)
     r.add_get(f"{prefix}/healthz", pages.healthz)
     r.add_get(f"{prefix}/readyz", pages.readyz)

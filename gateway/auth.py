@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from .config import Config
+from .config import Config, IdentityHeaders
 from .http_util import split_cookies
-from .sessions import Session
+from .sessions import Identity, Session
 from .state import CLEAR_COOKIE, CONFIG, SESSION, SESSIONS
 
 
@@ -31,6 +31,22 @@ def cookie_names(config: Config) -> CookieNames:
 
 
 COOKIE_NAMES = web.AppKey("cookie_names", CookieNames)
+
+
+def identity_header_values(ident: Identity, names: IdentityHeaders) -> list[tuple[str, str]]:
+    """The identity as header (name, value) pairs, for upstreams and for /auth."""
+    return [
+        (names.user, ident.username),
+        (names.email, ident.email),
+        (names.name, _header_safe(ident.name)),
+        (names.groups, ",".join(ident.groups)),
+    ]
+
+
+def _header_safe(value: str) -> str:
+    """Display names are free text; a header value may not carry CR/LF or non-latin-1."""
+    cleaned = value.replace("\r", " ").replace("\n", " ")
+    return cleaned.encode("latin-1", "replace").decode("latin-1")
 
 
 def own_cookies(request: web.Request) -> dict[str, str]:

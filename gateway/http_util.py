@@ -73,14 +73,3 @@ def split_cookies(header: str, own: frozenset[str]) -> tuple[dict[str, str], str
         else:
             rest.append(part.strip())
     return mine, "; ".join(rest)
-
-
-def host_name(host: str) -> str:
-    """'Example.COM.:8080' -> 'example.com'; '[::1]:8080' -> '::1'."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        end = host.find("]")
-        return host[1:end] if end > 0 else host
-    if host.count(":") == 1:
-        host = host.split(":", 1)[0]
-    return host.rstrip(".")

@@ -17,11 +17,12 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from .auth import COOKIE_NAMES, current_session
+from .auth import COOKIE_NAMES, current_session, identity_header_values
 from .config import Config, Upstream
 from .db import DatabaseUnavailable
-from .http_util import host_name, is_trusted, peer_ip, split_cookies, wants_html
+from .http_util import is_trusted, peer_ip, split_cookies, wants_html
 from .pages import error_page, login_url, unavailable
+from .paths import BadPath, normalize_host, normalize_path
 from .rules import DENY, PUBLIC
 from .sessions import Session
 from .state import CONFIG, HTTP, RULES, UPSTREAMS
@@ -128,19 +129,9 @@ def upstream_headers(
     out["X-Request-ID"] = request_id
 
     if session is not None:
-        ident = session.identity
-        ih = rules.identity
-        out[ih.user] = ident.username
-        out[ih.email] = ident.email
-        out[ih.name] = _header_safe(ident.name)
-        out[ih.groups] = ",".join(ident.groups)
+        for name, value in identity_header_values(session.identity, rules.identity):
+            out[name] = value
     return out
-
-
-def _header_safe(value: str) -> str:
-    """Display names are free text; a header value may not carry CR/LF or non-latin-1."""
-    cleaned = value.replace("\r", " ").replace("\n", " ")
-    return cleaned.encode("latin-1", "replace").decode("latin-1")
 
 
 def _request_id(request: web.Request, config: Config) -> str:
@@ -206,8 +197,13 @@ def is_websocket(request: web.Request) -> bool:
 
 async def handle(request: web.Request) -> web.StreamResponse:
     """Everything outside the gateway's own prefix lands here."""
-    host = host_name(request.host)
-    path = request.path
+    host = normalize_host(request.host)
+    try:
+        path = normalize_path(request.raw_path)
+    except BadPath:
+        return error_page(
+            request, 400, "Bad request", "This address cannot be served.", code="bad_path"
+        )
     upstream = request.app[UPSTREAMS].match(host, path)
     if upstream is None:
         return error_page(

@@ -39,6 +39,7 @@ class _Compiled:
         self.rule = rule
         self.pattern = re.compile(rule.path) if rule.regex and rule.path else None
         self.decision = Decision(rule.policy, rule.groups)
+        self.bare_path = rule.path.rstrip("/") if rule.path.endswith("/") else None
 
     def matches(self, host: str, path: str, method: str) -> bool:
         rule = self.rule
@@ -52,7 +53,8 @@ class _Compiled:
             return False
         if self.pattern is not None:
             return self.pattern.search(path) is not None
-        return path.startswith(rule.path)
+        # '/admin/' also covers the bare '/admin', which apps serve as the same page.
+        return path.startswith(rule.path) or path == self.bare_path
 
 
 class RuleSet:

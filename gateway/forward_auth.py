@@ -1,0 +1,134 @@
+"""`GET {prefix}/auth`: nginx auth_request and Traefik/Caddy forward-auth.
+
+The front proxy asks "may this request pass, and who is it?" and gets 200
+with the identity headers, 401 (no valid session: the proxy sends the
+browser to the login), or 403 (signed in but not allowed). Never a redirect
+and never a body to render: nginx only looks at the status.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from .auth import current_session, identity_header_values
+from .db import DatabaseUnavailable
+from .http_util import is_trusted, peer_ip
+from .paths import BadPath, normalize_host, normalize_path
+from .rules import DENY, PUBLIC
+from .state import CONFIG, RULES
+
+METHODS = frozenset(
+    {
+        "GET",
+        "HEAD",
+        "POST",
+        "PUT",
+        "PATCH",
+        "DELETE",
+        "OPTIONS",
+        "CONNECT",
+        "TRACE",
+        "PROPFIND",
+        "PROPPATCH",
+        "MKCOL",
+        "COPY",
+        "MOVE",
+        "LOCK",
+        "UNLOCK",
+        "REPORT",
+        "SEARCH",
+    }
+)
+
+
+@dataclass(frozen=True)
+class OriginalRequest:
+    method: str
+    scheme: str
+    host: str  # normalised, no port
+    path: str  # normalised, as rules see it
+
+
+class Unparseable(ValueError):
+    pass
+
+
+def original_request(headers: CIMultiDict[str] | object) -> OriginalRequest:
+    """The request the front proxy is asking about. Raises Unparseable.
+
+    nginx sends X-Original-URL (and X-Original-Method); Traefik and Caddy send
+    X-Forwarded-Method/-Proto/-Host/-Uri. Pure: headers in, facts out.
+    """
+    get = headers.get  # type: ignore[attr-defined]
+    url = get("X-Original-URL")
+    if url is not None:
+        method = get("X-Original-Method") or get("X-Forwarded-Method") or "GET"
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            raise Unparseable("X-Original-URL") from None
+        if parts.scheme not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
+            raise Unparseable("X-Original-URL")
+        scheme, host, uri = parts.scheme, parts.netloc, parts.path or "/"
+    else:
+        uri = get("X-Forwarded-Uri")
+        host = get("X-Forwarded-Host")
+        if not uri or not host:
+            raise Unparseable("X-Original-URL or X-Forwarded-Uri/-Host")
+        method = get("X-Forwarded-Method") or "GET"
+        scheme = (get("X-Forwarded-Proto") or "http").lower()
+        if scheme not in ("http", "https"):
+            raise Unparseable("X-Forwarded-Proto")
+    method = method.upper()
+    if method not in METHODS:
+        raise Unparseable("method")
+    try:
+        path = normalize_path(uri)
+    except BadPath:
+        raise Unparseable("path") from None
+    host_name = normalize_host(host)
+    if not host_name or any(c in host_name for c in "/\\ @"):
+        raise Unparseable("host")
+    return OriginalRequest(method, scheme, host_name, path)
+
+
+def _status(status: int, reason: str) -> web.Response:
+    # No body, no template: this runs on every request nginx passes.
+    return web.Response(
+        status=status, headers={"Cache-Control": "no-store", "X-Gateway-Reason": reason}
+    )
+
+
+async def handle_auth(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    if not is_trusted(peer_ip(request), config.server.trusted_proxies):
+        # Only a trusted proxy may describe "the original request"; anyone
+        # else could simply claim to be asking about a public path.
+        return _status(403, "untrusted-peer")
+    try:
+        original = original_request(request.headers)
+    except Unparseable as exc:
+        return _status(400, f"bad-original-request: {exc}")
+    decision = request.app[RULES].decide(original.host, original.path, original.method)
+    if decision.policy == DENY:
+        return _status(403, "denied")
+    try:
+        session = await current_session(request)
+    except DatabaseUnavailable:
+        if decision.policy == PUBLIC:
+            return _status(200, "public")
+        return _status(503, "database-unavailable")
+    if session is None:
+        if decision.policy == PUBLIC:
+            return _status(200, "public")
+        return _status(401, "unauthenticated")
+    if decision.policy != PUBLIC and not decision.allows(session.identity.groups):
+        return _status(403, "forbidden")
+    response = _status(200, "ok")
+    for name, value in identity_header_values(session.identity, config.identity_headers):
+        response.headers[name] = value
+    return response

@@ -1,0 +1,62 @@
+"""Request paths and hosts as access rules see them. Pure.
+
+A rule about `/admin/` must hold for every spelling an app could resolve to
+`/admin/`: `//admin/`, `/./admin/`, `/public/../admin/`, `/%61dmin/`,
+`/admin;jsessionid=x/`, `/admin%2F`, `\\admin\\`. So the path a rule sees is
+decoded once (as app frameworks decode PATH_INFO), with `;` parameters cut,
+backslashes read as slashes, dot segments resolved and slashes merged. The
+decoded form can only be *more* eager to match a rule than the app's own
+view; it can never let a spelling slip past one.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote_to_bytes
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class BadPath(ValueError):
+    """A path no upstream should be asked for (control characters, bad encoding)."""
+
+
+def normalize_path(raw: str) -> str:
+    """'/public/../%61dmin;x=1//list?q' -> '/admin/list'. Raises BadPath."""
+    path = raw.split("?", 1)[0].split("#", 1)[0]
+    if not path.startswith("/"):
+        raise BadPath(raw)
+    try:
+        decoded = unquote_to_bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadPath(raw) from None
+    if _CONTROL.search(decoded):
+        raise BadPath(raw)
+    decoded = decoded.replace("\\", "/")
+    out: list[str] = []
+    segments = decoded.split("/")
+    for i, segment in enumerate(segments[1:], start=1):
+        segment = segment.split(";", 1)[0]
+        last = i == len(segments) - 1
+        if segment == "..":
+            if out:
+                out.pop()
+            if last:
+                out.append("")
+        elif segment == ".":
+            if last:
+                out.append("")
+        elif segment or last:
+            out.append(segment)
+    return "/" + "/".join(out)
+
+
+def normalize_host(host: str) -> str:
+    """'Example.COM.:8080' -> 'example.com'; '[::1]:8080' -> '::1'."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[1:end] if end > 0 else host
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
