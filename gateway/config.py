@@ -23,8 +23,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _DURATION = re.compile(r"(\d+)([smhd])")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
-_COOKIE_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+_COOKIE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 POLICIES = ("public", "authenticated", "deny")
 
 
@@ -154,8 +154,12 @@ def parse_listen(value: str) -> tuple[str, int]:
     port = int(port_text)
     if not 0 < port < 65536:
         raise ValueError(value)
-    if host.startswith("[") and host.endswith("]"):
+    if host.startswith("[") or host.endswith("]"):
+        if not (host.startswith("[") and host.endswith("]")):
+            raise ValueError(value)
         host = host[1:-1]
+    if "[" in host or "]" in host:
+        raise ValueError(value)
     return host or "0.0.0.0", port
 
 
@@ -236,6 +240,7 @@ def _http_url(value: Any) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(text)
+    _ = parts.port  # raises ValueError for a non-numeric or out-of-range port
     return text.rstrip("/")
 
 
@@ -252,14 +257,14 @@ def _networks(value: Any) -> tuple[IPNetwork, ...]:
 
 def _header_name(value: Any) -> str:
     text = _string(value)
-    if not _HEADER_NAME.match(text):
+    if not _HEADER_NAME.fullmatch(text):
         raise ValueError(text)
     return text
 
 
 def _cookie_name(value: Any) -> str:
     text = _string(value)
-    if not _COOKIE_NAME.match(text):
+    if not _COOKIE_NAME.fullmatch(text):
         raise ValueError(text)
     return text
 
@@ -328,9 +333,12 @@ def _read_database(
 ) -> DatabaseConfig:
     t = r.table(data, "database")
     r.unknown(t, {"url", "data_dir"}, "database")
-    url = env.get("GATEWAY_DATABASE_URL") or r.get(t, "url", "database", "", _string, "a string")
+    url = r.get(t, "url", "database", "", _string, "a string")
+    where = f"{r.source}: database.url"
+    if env.get("GATEWAY_DATABASE_URL"):
+        url, where = env["GATEWAY_DATABASE_URL"], "GATEWAY_DATABASE_URL"
     if url and urlsplit(url).scheme not in ("postgres", "postgresql"):
-        r.error("database.url", "expected a postgresql:// URL")
+        r.errors.append(f"{where}: expected a postgresql:// URL")
     data_dir = Path(r.get(t, "data_dir", "database", ".gateway", _string, "a path"))
     return DatabaseConfig(url=url, data_dir=data_dir if data_dir.is_absolute() else base / data_dir)
 
@@ -484,7 +492,10 @@ def build_config(
     )
     if config.secret_key and len(config.secret_key) < 32:
         errors.append("GATEWAY_SECRET_KEY: must be at least 32 characters")
-    headers = [h.lower() for h in config.identity_headers.names()]
+    # Compared the way the proxy strips spoofed copies: '_' and '.' read as '-'.
+    headers = [
+        h.lower().replace("_", "-").replace(".", "-") for h in config.identity_headers.names()
+    ]
     if len(set(headers)) != len(headers):
         r.error("identity_headers", "header names must be distinct")
     if errors:

@@ -17,7 +17,7 @@ import secrets
 from urllib.parse import urlsplit
 
 FIELD = "csrf_token"
-_NONCE = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
+_NONCE = re.compile(r"[A-Za-z0-9_-]{22,64}")
 
 
 def _b64(data: bytes) -> str:
@@ -34,7 +34,7 @@ class CsrfSigner:
 
     @staticmethod
     def is_nonce(value: str | None) -> bool:
-        return bool(value and _NONCE.match(value))
+        return bool(value and _NONCE.fullmatch(value))
 
     def token(self, nonce: str) -> str:
         return _b64(hmac.new(self._key, nonce.encode("ascii"), hashlib.sha256).digest())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import signal
 import socket
 from pathlib import Path
 
@@ -78,8 +79,13 @@ async def _run(config: Config, echo_port: int, password: str) -> None:
 """,
         flush=True,
     )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # A clean stop, so the embedded PostgreSQL is shut down with us.
+        loop.add_signal_handler(sig, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         await runner.cleanup()
         await echo_runner.cleanup()

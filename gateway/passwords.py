@@ -24,9 +24,13 @@ class PasswordRejected(ValueError):
 
 def check_new_password(password: str) -> None:
     """Raise PasswordRejected with an operator-readable reason."""
+    try:
+        encoded = password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PasswordRejected("password is not valid text") from None
     if len(password) < MIN_PASSWORD_CHARS:
         raise PasswordRejected(f"password must be at least {MIN_PASSWORD_CHARS} characters")
-    if len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
+    if len(encoded) > MAX_PASSWORD_BYTES:
         raise PasswordRejected(f"password must be at most {MAX_PASSWORD_BYTES} bytes")
 
 
@@ -58,13 +62,17 @@ class Passwords:
         return self.hasher.hash(password)
 
     def verify_sync(self, stored_hash: str | None, password: str) -> VerifyResult:
-        if len(password.encode("utf-8", "surrogatepass")) > MAX_PASSWORD_BYTES:
+        try:
+            secret = password.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: no real password looks like that
+            return VerifyResult(False)
+        if len(secret) > MAX_PASSWORD_BYTES:
             return VerifyResult(False)
         try:
-            self.hasher.verify(stored_hash or self._dummy_hash, password)
+            self.hasher.verify(stored_hash or self._dummy_hash, secret)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return VerifyResult(False)
-        if stored_hash is None:
+        if not stored_hash:
             return VerifyResult(False)
         if self.hasher.check_needs_rehash(stored_hash):
             return VerifyResult(True, self.hasher.hash(password))

@@ -16,6 +16,8 @@ DEFAULT_TARGET = "/"
 # Control characters, space and backslash are never part of a redirect we
 # issue: browsers strip or reinterpret them (`/\evil.com`, `/\t/evil.com`).
 _FORBIDDEN = re.compile(r"[\x00-\x20\x7f\\]")
+# After decoding, an encoded space (`?q=a%20b`) is a legitimate search.
+_FORBIDDEN_DECODED = re.compile(r"[\x00-\x1f\x7f\\]")
 _HOST = re.compile(r"^[a-z0-9.-]+$")
 
 
@@ -39,7 +41,7 @@ def safe_redirect(rd: str | None, own_host: str, allowed_hosts: tuple[str, ...] 
     # Judge the decoded form too: a target that only turns hostile after one
     # round of percent-decoding (`/%2F%2Fevil.com`, `/%5Cevil.com`) is refused.
     decoded = unquote(rd)
-    if _FORBIDDEN.search(rd) or _FORBIDDEN.search(decoded) or not rd.isascii():
+    if _FORBIDDEN.search(rd) or _FORBIDDEN_DECODED.search(decoded) or not rd.isascii():
         return DEFAULT_TARGET
     if rd.startswith("/"):
         if rd.startswith("//") or decoded.startswith("//"):

@@ -33,7 +33,7 @@ DEFAULT = Decision(AUTHENTICATED)
 
 
 class _Compiled:
-    __slots__ = ("decision", "pattern", "rule")
+    __slots__ = ("bare_path", "decision", "pattern", "rule")
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule

@@ -28,7 +28,7 @@ Clock = Callable[[], datetime]
 # therefore measured with this granularity.
 TOUCH_INTERVAL = timedelta(seconds=60)
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")  # 32 bytes, URL-safe base64, no padding
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")  # 32 bytes, URL-safe base64, no padding
 
 INSERT_SESSION = """
 INSERT INTO sessions (token_hash, user_id, created_at, last_seen, expires_at, remember, ip,
@@ -68,7 +68,7 @@ def hash_token(token: str) -> bytes:
 
 
 def is_token(value: str) -> bool:
-    return bool(_TOKEN.match(value))
+    return bool(_TOKEN.fullmatch(value))
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def normalize_username(name: str) -> str:
 
 def check_username(name: str) -> str:
     username = normalize_username(name)
-    if not _USERNAME.match(username):
+    if not _USERNAME.fullmatch(username):
         raise UserError(
             f"invalid username {name!r}: use 1-64 of a-z 0-9 . _ @ + - (letter or digit first)"
         )
@@ -61,7 +61,7 @@ def check_username(name: str) -> str:
 
 def check_groups(groups: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     for group in groups:
-        if not _GROUP.match(group):
+        if not _GROUP.fullmatch(group):
             raise UserError(f"invalid group {group!r}: use letters, digits and . _ : @ + -")
     return tuple(dict.fromkeys(groups))
 

@@ -68,7 +68,7 @@ async def test_demo_serves_the_whole_flow(tmp_path: Path):
             assert public.status == 200
             assert "No identity headers arrived" in await public.text()
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
         try:
             async with asyncio.timeout(30):
                 await proc.wait()
@@ -76,3 +76,5 @@ async def test_demo_serves_the_whole_flow(tmp_path: Path):
             proc.kill()
             await proc.wait()
     assert proc.returncode == 0
+    # The embedded PostgreSQL stopped with the demo: its pid file is gone.
+    assert not (tmp_path / "demo-data" / "pgdata" / "postmaster.pid").exists()
