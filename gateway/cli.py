@@ -94,9 +94,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve
 
-    if args.workers != 1:
-        raise CliError("--workers: only 1 is supported in this version", EXIT_USAGE)
-    return serve(_config(args))
+    if not 1 <= args.workers <= 256:
+        raise CliError("--workers: expected a number from 1 to 256", EXIT_USAGE)
+    return serve(_config(args), workers=args.workers)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -34,7 +34,8 @@ def client_ip(request: web.BaseRequest, config: Config) -> str:
     trusted = config.server.trusted_proxies
     if not is_trusted(peer, trusted):
         return peer
-    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    header = ",".join(request.headers.getall("X-Forwarded-For", ()))
+    hops = [h.strip() for h in header.split(",") if h.strip()]
     for hop in reversed(hops):
         if not is_trusted(hop, trusted):
             try:

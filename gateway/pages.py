@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, quote, unquote
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -48,7 +48,8 @@ SECURITY_HEADERS = {
 
 def login_url(request: web.Request, rd: str | None = None) -> str:
     base = request.app[CONFIG].server.prefix + "/login"
-    return f"{base}?{urlencode({'rd': rd})}" if rd else base
+    # Quoted (not form-encoded: no '+') so rd_from_query's unquote restores it exactly.
+    return f"{base}?rd={quote(rd, safe='/:')}" if rd else base
 
 
 def see_other(location: str) -> web.Response:
@@ -171,8 +172,20 @@ def _redirect_target(request: web.Request, rd: str | None) -> str:
     return safe_redirect(rd, config.server.public_host, config.session.allowed_redirect_hosts)
 
 
+def rd_from_query(query_string: str) -> str:
+    """The post-login target named in the login URL's query.
+
+    nginx cannot URL-encode `$request_uri`, so its `?rd=$scheme://$host$request_uri`
+    arrives with the original query's '&' unescaped. `rd` is therefore read
+    as everything after a leading "rd=", and only then decoded.
+    """
+    if query_string.startswith("rd="):
+        return unquote(query_string[3:])
+    return parse_qs(query_string).get("rd", [""])[0]
+
+
 async def login_get(request: web.Request) -> web.Response:
-    rd = request.query.get("rd", "")
+    rd = rd_from_query(request.rel_url.raw_query_string)
     try:
         if await current_session(request) is not None:
             return see_other(_redirect_target(request, rd))

@@ -111,14 +111,15 @@ def upstream_headers(
         out.add(name, value)
 
     # The app never sees the session token; its own cookies pass untouched.
-    cookie_header = "; ".join(request.headers.getall("Cookie", ()))
+    cookie_header = "" if "cookie" in drop else "; ".join(request.headers.getall("Cookie", ()))
     _, rest = split_cookies(cookie_header, request.app[COOKIE_NAMES].all)
     if rest:
         out["Cookie"] = rest
 
     peer = peer_ip(request)
     trusted = is_trusted(peer, config.server.trusted_proxies)
-    forwarded_for = request.headers.get("X-Forwarded-For", "") if trusted else ""
+    # Several X-Forwarded-For lines are one list (RFC 9110 5.3): keep them all.
+    forwarded_for = ", ".join(request.headers.getall("X-Forwarded-For", ())) if trusted else ""
     out["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
     out["X-Forwarded-Proto"] = (
         request.headers.get("X-Forwarded-Proto", "") if trusted else ""

@@ -1,35 +1,139 @@
-"""Running the gateway process: database first, then the listening socket."""
+"""Running the gateway: database first, then one or more processes on one port.
+
+With `--workers N` the parent starts (or connects to) the database, applies
+migrations once, then runs N worker processes that each bind the same port
+with SO_REUSEPORT, so the kernel spreads connections across them. Each
+worker has its own pool; nothing they share lives outside PostgreSQL.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import multiprocessing
+import signal
+import socket
+import sys
+import time
 
+import asyncpg
 from aiohttp import web
 
 from .app import create_app
 from .config import Config
-from .db import DatabaseUnavailable, database_url
+from .db import DatabaseUnavailable, database_url, migrate
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_TIMEOUT = 10.0
 
-def serve(config: Config) -> int:
+
+def _run_worker(config: Config, reuse_port: bool) -> int:
+    host, port = config.server.host, config.server.port
+    try:
+        web.run_app(
+            create_app(config),
+            host=host,
+            port=port,
+            reuse_port=reuse_port or None,
+            print=None,
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+        )
+    except DatabaseUnavailable as exc:
+        log.error("%s", exc)
+        return 1
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
+        return 1
+    return 0
+
+
+def _worker_main(config: Config) -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    sys.exit(_run_worker(config, reuse_port=True))
+
+
+async def _migrate(url: str) -> None:
+    try:
+        conn = await asyncpg.connect(url, timeout=10)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail in the parent, with one message, when the port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        probe.bind((host, port))
+
+
+def _supervise(config: Config, workers: int) -> int:
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_worker_main, args=(config,), name=f"gateway-worker-{i}")
+        for i in range(workers)
+    ]
+    deadline: float | None = None  # set once we are stopping
+
+    def stop(_signum: int = 0, _frame: object = None) -> None:
+        nonlocal deadline
+        if deadline is None:
+            deadline = time.monotonic() + SHUTDOWN_TIMEOUT + 5
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()  # SIGTERM: each worker finishes its in-flight requests
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for proc in procs:
+        proc.start()
+    log.info("%d workers share http://%s:%d", workers, config.server.host, config.server.port)
+    failed = False
+    while any(proc.is_alive() for proc in procs):
+        time.sleep(0.2)
+        if deadline is None and any(not proc.is_alive() for proc in procs):
+            # A worker died on its own: stop the rest rather than run short-handed.
+            log.error("a worker exited unexpectedly; stopping")
+            failed = True
+            stop()
+        if deadline is not None and time.monotonic() > deadline:
+            for proc in procs:
+                proc.kill()
+    return 1 if failed or any(proc.exitcode != 0 for proc in procs) else 0
+
+
+def serve(config: Config, workers: int = 1) -> int:
     """Serve until SIGINT/SIGTERM. The embedded database, if any, stops with us."""
     with database_url(config.database.url, config.database.data_dir) as url:
-        app = create_app(config.with_database_url(url))
-        host, port = config.server.host, config.server.port
+        config = config.with_database_url(url)
         log.info(
             "gateway listening on http://%s:%d (public URL %s)",
-            host,
-            port,
+            config.server.host,
+            config.server.port,
             config.server.public_url,
         )
+        if workers == 1:
+            return _run_worker(config, reuse_port=False)
         try:
-            web.run_app(app, host=host, port=port, print=None, access_log=None, shutdown_timeout=10)
+            asyncio.run(_migrate(url))
+            _check_port(config.server.host, config.server.port)
         except DatabaseUnavailable as exc:
             log.error("%s", exc)
             return 1
         except OSError as exc:
-            log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
+            log.error(
+                "cannot listen on %s:%d: %s",
+                config.server.host,
+                config.server.port,
+                exc.strerror or exc,
+            )
             return 1
-    return 0
+        return _supervise(config, workers)

@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,13 +35,19 @@ PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture(scope="session")
-def database_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_server() -> Iterator[str]:
     url = os.environ.get("GATEWAY_TEST_DATABASE_URL")
     if url:
         yield url
         return
-    with embedded_postgres(tmp_path_factory.mktemp("embedded-pg")) as embedded_url:
-        yield embedded_url
+    # Not under pytest's basetemp: a second pytest run prunes old basetemps,
+    # which would pull the data directory from under a run still going.
+    data_dir = Path(tempfile.mkdtemp(prefix="gateway-test-pg-"))
+    try:
+        with embedded_postgres(data_dir) as embedded_url:
+            yield embedded_url
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def with_search_path(url: str, schema: str) -> str:

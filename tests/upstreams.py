@@ -1,0 +1,226 @@
+"""Real upstream servers for the proxy tests, plus a raw HTTP/1.1 client.
+
+Nothing here is a mock: every helper listens on (or talks to) a real socket
+on 127.0.0.1, so the gateway's HTTP client and server code run for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict
+
+GZIP_PAYLOAD = b"compressible text, " * 4096
+
+
+@dataclass
+class Seen:
+    method: str
+    raw_path: str
+    headers: list[tuple[str, str]]
+
+
+@dataclass
+class Recorder:
+    """An upstream that records every request and answers with a tagged JSON.
+
+    Special paths: /redirect (302), /redirect-absolute (307), /cookies
+    (several Set-Cookie), /gzip (a gzip-encoded body, not decoded by anyone).
+    """
+
+    tag: str
+    seen: list[Seen] = field(default_factory=list)
+    url: str = ""
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.seen.append(Seen(request.method, request.raw_path, list(request.headers.items())))
+        await request.read()
+        if request.path == "/redirect":
+            return web.Response(status=302, headers={"Location": "/landing?from=app&x=%2F"})
+        if request.path == "/redirect-absolute":
+            return web.Response(status=307, headers={"Location": self.url + "/internal/next"})
+        if request.path == "/cookies":
+            response = web.Response(text="cookies")
+            for value in (
+                "gateway_session=planted; Path=/; HttpOnly",
+                "app_pref=1; Path=/",
+                "gateway_session_csrf=planted; Path=/",
+                "theme=dark",
+            ):
+                response.headers.add("Set-Cookie", value)
+            return response
+        if request.path == "/gzip":
+            return web.Response(
+                body=gzip.compress(GZIP_PAYLOAD, mtime=0),
+                headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"},
+            )
+        return web.json_response({"upstream": self.tag, "path": request.raw_path})
+
+
+@asynccontextmanager
+async def recorder(tag: str) -> AsyncIterator[Recorder]:
+    rec = Recorder(tag)
+    server = TestServer(rec.app(), host="127.0.0.1")
+    await server.start_server()
+    rec.url = str(server.make_url("")).rstrip("/")
+    try:
+        yield rec
+    finally:
+        await server.close()
+
+
+@dataclass
+class RawUpstream:
+    """Answers every request with the same raw bytes, so any header can be sent."""
+
+    response: bytes
+    heads: list[bytes] = field(default_factory=list)
+    url: str = ""
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            self.heads.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(self.response)
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@asynccontextmanager
+async def raw_upstream(response: bytes) -> AsyncIterator[RawUpstream]:
+    upstream = RawUpstream(response)
+    server = await asyncio.start_server(upstream._serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    upstream.url = f"http://127.0.0.1:{port}"
+    try:
+        yield upstream
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+_ECHO_CHILD = """
+import socket, sys
+from aiohttp import web
+from gateway.echo import create_echo_app
+sock = socket.socket(fileno=int(sys.argv[1]))
+web.run_app(create_echo_app(), sock=sock, print=None, handle_signals=True)
+"""
+
+
+@asynccontextmanager
+async def echo_subprocess() -> AsyncIterator[str]:
+    """gateway.echo in its own process (another core), on a socket we bound first."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _ECHO_CHILD, str(sock.fileno())],
+        pass_fds=(sock.fileno(),),
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    sock.close()  # the child holds the listening socket; connections queue until it accepts
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: CIMultiDict[str]
+    body: bytes
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    body = bytearray()
+    while True:
+        size = int((await reader.readline()).split(b";")[0].strip(), 16)
+        if size == 0:
+            while (await reader.readline()) not in (b"\r\n", b""):
+                pass
+            return bytes(body)
+        body += await reader.readexactly(size)
+        await reader.readexactly(2)
+
+
+async def raw_request(
+    host: str,
+    port: int,
+    method: str,
+    target: str,
+    headers: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    body: bytes = b"",
+) -> RawResponse:
+    """One HTTP/1.1 request written byte for byte: header names, order and duplicates as given."""
+    names = {name.lower() for name, _ in headers}
+    lines = [f"{method} {target} HTTP/1.1"]
+    if "host" not in names:
+        lines.append(f"Host: {host}:{port}")
+    lines += [f"{name}: {value}" for name, value in headers]
+    if body and "content-length" not in names:
+        lines.append(f"Content-Length: {len(body)}")
+    if "connection" not in names:
+        lines.append("Connection: close")
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        await writer.drain()
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        status_line, *header_lines = head.split("\r\n")
+        status = int(status_line.split(" ", 2)[1])
+        parsed: CIMultiDict[str] = CIMultiDict()
+        for line in header_lines:
+            if line:
+                name, _, value = line.partition(":")
+                parsed.add(name.strip(), value.strip())
+        if method == "HEAD" or status in (204, 304):
+            data = b""
+        elif "chunked" in parsed.get("Transfer-Encoding", "").lower():
+            data = await _read_chunked(reader)
+        elif "Content-Length" in parsed:
+            data = await reader.readexactly(int(parsed["Content-Length"]))
+        else:
+            data = await reader.read()
+        return RawResponse(status, parsed, data)
+    finally:
+        writer.close()
