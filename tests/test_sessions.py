@@ -6,8 +6,8 @@ import hashlib
 
 import aiohttp
 import pytest
-from yarl import URL
 from conftest import PASSWORD, create_user, csrf_token, fresh_get, sign_in
+from yarl import URL
 
 from gateway.pages import BAD_CREDENTIALS
 from gateway.sessions import TOUCH_INTERVAL
