@@ -21,7 +21,19 @@ from .proxy_routes import UpstreamTable
 from .resources import resource_dir
 from .rules import RuleSet
 from .sessions import Clock, SessionStore, utc_now
-from .state import CLOCK, CONFIG, CSRF, HTTP, PASSWORDS, POOL, RULES, SESSIONS, UPSTREAMS
+from .state import (
+    CLOCK,
+    CONFIG,
+    CSRF,
+    HTTP,
+    PASSWORDS,
+    POOL,
+    RULES,
+    SESSIONS,
+    THROTTLE,
+    UPSTREAMS,
+)
+from .throttle import Throttle
 
 # Only the gateway's own forms are read into memory; proxied bodies stream.
 MAX_FORM_BYTES = 64 * 1024
@@ -43,6 +55,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
             app[POOL] = pool
             app[SESSIONS] = SessionStore(pool, config.session, app[CLOCK])
             app[CSRF] = CsrfSigner(key)
+            app[THROTTLE] = Throttle(pool, config.login, app[CLOCK])
             yield
         finally:
             await pool.close()

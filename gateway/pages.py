@@ -20,14 +20,14 @@ from .csrf import FIELD as CSRF_FIELD
 from .csrf import CsrfSigner, cross_site, origin_of
 from .db import DatabaseUnavailable
 from .http_util import client_ip
-from .passwords import MAX_PASSWORD_BYTES
 from .redirects import safe_redirect
 from .sessions import DB_ERRORS, Identity
-from .state import CLEAR_COOKIE, CONFIG, CSRF, PASSWORDS, POOL, SESSIONS
+from .state import CLEAR_COOKIE, CONFIG, CSRF, PASSWORDS, POOL, SESSIONS, THROTTLE
 
 log = logging.getLogger(__name__)
 
 BAD_CREDENTIALS = "Incorrect username or password."
+THROTTLED = "Too many failed sign-in attempts. Please wait a few minutes and try again."
 FORM_EXPIRED = "Your sign-in form expired or came from another site. Please try again."
 MAX_USERNAME_CHARS = 256
 
@@ -201,7 +201,7 @@ async def login_post(request: web.Request) -> web.Response:
     rd = form.get("rd", "")
     if not _csrf_ok(request, form):
         return _login_form(request, rd=rd, status=403, error=FORM_EXPIRED)
-    username = users.normalize_username(form.get("username", ""))
+    username = users.normalize_username(form.get("username", ""))[:MAX_USERNAME_CHARS]
     password = form.get("password", "")
     if not username or not password:
         return _login_form(
@@ -209,38 +209,31 @@ async def login_post(request: web.Request) -> web.Response:
             rd=rd,
             status=400,
             error="Enter your username and password.",
-            username=username[:MAX_USERNAME_CHARS],
+            username=username,
         )
     config = request.app[CONFIG]
     ip = client_ip(request, config)
     agent = request.headers.get("User-Agent", "")
     pool = request.app[POOL]
+    throttle = request.app[THROTTLE]
     try:
-        user = None
-        if len(username) <= MAX_USERNAME_CHARS:
-            user = await users.get_user(pool, username)
+        retry_after = await throttle.retry_after(username, ip)
+        if retry_after is not None:
+            # Refused before hashing: a guessing attack costs us no CPU.
+            await audit.record(pool, "login_throttled", username, ip=ip, user_agent=agent)
+            response = _login_form(request, rd=rd, status=429, error=THROTTLED, username=username)
+            response.headers["Retry-After"] = str(retry_after)
+            return response
+        user = await users.get_user(pool, username)
         # Unknown and disabled users are hashed too (a dummy hash for the
         # unknown), so neither the answer nor its timing says which it was.
         result = await request.app[PASSWORDS].verify(user.password_hash if user else None, password)
         if user is None or user.disabled or not result.ok:
+            await throttle.failed(username, ip)
             why = "unknown user" if user is None else "disabled" if user.disabled else "password"
-            if len(password.encode("utf-8", "surrogatepass")) > MAX_PASSWORD_BYTES:
-                why = "password too long"
-            await audit.record(
-                pool,
-                "login_failed",
-                username[:MAX_USERNAME_CHARS],
-                ip=ip,
-                user_agent=agent,
-                detail=why,
-            )
-            return _login_form(
-                request,
-                rd=rd,
-                status=401,
-                error=BAD_CREDENTIALS,
-                username=username[:MAX_USERNAME_CHARS],
-            )
+            await audit.record(pool, "login_failed", username, ip=ip, user_agent=agent, detail=why)
+            return _login_form(request, rd=rd, status=401, error=BAD_CREDENTIALS, username=username)
+        await throttle.succeeded(username)
         if result.new_hash:
             async with pool.acquire() as conn:
                 await users.set_password(conn, user.username, result.new_hash)
@@ -259,7 +252,7 @@ async def login_post(request: web.Request) -> web.Response:
             detail="remember" if remember else "",
         )
     except (DatabaseUnavailable, *DB_ERRORS):
-        log.warning("login failed: database unavailable", exc_info=True)
+        log.warning("sign-in answered 503: database unavailable", exc_info=True)
         return unavailable(request)
     response = see_other(_redirect_target(request, rd))
     set_session_cookie(

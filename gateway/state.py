@@ -12,6 +12,7 @@ from .passwords import Passwords
 from .proxy_routes import UpstreamTable
 from .rules import RuleSet
 from .sessions import Clock, Session, SessionStore
+from .throttle import Throttle
 
 CONFIG = web.AppKey("config", Config)
 CLOCK = web.AppKey("clock", Clock)
@@ -22,6 +23,7 @@ CSRF = web.AppKey("csrf", CsrfSigner)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 RULES = web.AppKey("rules", RuleSet)
 UPSTREAMS = web.AppKey("upstreams", UpstreamTable)
+THROTTLE = web.AppKey("throttle", Throttle)
 
 # Resolved once per request by auth.current_session, whoever asks first.
 SESSION = web.RequestKey("session", Session | None)
