@@ -113,6 +113,23 @@ class Rule:
     groups: tuple[str, ...] = ()
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "text"  # "json": one JSON object per line, for log shippers
+    access_log: bool = True
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    audit_log: int = 90 * 86400
+    purge_interval: int = 600
+
+
 @dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -122,6 +139,8 @@ class Config:
     identity_headers: IdentityHeaders = field(default_factory=IdentityHeaders)
     upstreams: tuple[Upstream, ...] = ()
     rules: tuple[Rule, ...] = ()
+    log: LogConfig = field(default_factory=LogConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     secret_key: str = ""
     source: str = "<defaults>"
 
@@ -464,7 +483,81 @@ def _read_rules(r: _Reader, data: Mapping[str, Any]) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
-_TOP_LEVEL = {"server", "database", "session", "login", "identity_headers", "upstream", "rule"}
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        text = _string(value).lower()
+        if text not in options:
+            raise ValueError(text)
+        return text
+
+    return convert
+
+
+def _read_log(r: _Reader, data: Mapping[str, Any], env: Mapping[str, str]) -> LogConfig:
+    t = dict(r.table(data, "log"))
+    r.unknown(t, {"level", "format", "access_log"}, "log")
+    d = LogConfig()
+    level = r.get(
+        t, "level", "log", d.level, _choice(LOG_LEVELS), "one of " + ", ".join(LOG_LEVELS)
+    )
+    fmt = r.get(
+        t, "format", "log", d.format, _choice(LOG_FORMATS), "one of " + ", ".join(LOG_FORMATS)
+    )
+    for var, options in (("GATEWAY_LOG_LEVEL", LOG_LEVELS), ("GATEWAY_LOG_FORMAT", LOG_FORMATS)):
+        if var in env:
+            value = env[var].lower()
+            if value not in options:
+                r.errors.append(f"{var}: expected one of {', '.join(options)}, got {env[var]!r}")
+            elif var == "GATEWAY_LOG_LEVEL":
+                level = value
+            else:
+                fmt = value
+    return LogConfig(
+        level=level,
+        format=fmt,
+        access_log=r.get(t, "access_log", "log", d.access_log, _boolean, "true or false"),
+    )
+
+
+def _read_retention(r: _Reader, data: Mapping[str, Any]) -> RetentionConfig:
+    t = r.table(data, "retention")
+    r.unknown(t, {"audit_log", "purge_interval"}, "retention")
+    d = RetentionConfig()
+    dur = "a duration such as '90d' or '10m'"
+    return RetentionConfig(
+        audit_log=r.get(t, "audit_log", "retention", d.audit_log, _duration, dur),
+        purge_interval=r.get(t, "purge_interval", "retention", d.purge_interval, _duration, dur),
+    )
+
+
+def _env_upstream(r: _Reader, env: Mapping[str, str]) -> tuple[Upstream, ...] | None:
+    """GATEWAY_UPSTREAM_URL: one catch-all upstream, for config-less sidecars."""
+    url = env.get("GATEWAY_UPSTREAM_URL")
+    if not url:
+        return None
+    try:
+        return (Upstream(name="app", url=_http_url(url)),)
+    except ValueError:
+        r.errors.append(f"GATEWAY_UPSTREAM_URL: expected an http(s) URL, got {url!r}")
+        return None
+
+
+def _override(from_file: tuple[Upstream, ...], from_env: tuple[Upstream, ...] | None):
+    # The file is still validated when the environment replaces its upstreams.
+    return from_env if from_env is not None else from_file
+
+
+_TOP_LEVEL = {
+    "server",
+    "database",
+    "session",
+    "login",
+    "identity_headers",
+    "upstream",
+    "rule",
+    "log",
+    "retention",
+}
 
 
 def build_config(
@@ -485,8 +578,10 @@ def build_config(
         session=_read_session(r, data),
         login=_read_login(r, data),
         identity_headers=_read_identity(r, data),
-        upstreams=_read_upstreams(r, data),
+        upstreams=_override(_read_upstreams(r, data), _env_upstream(r, env)),
         rules=_read_rules(r, data),
+        log=_read_log(r, data, env),
+        retention=_read_retention(r, data),
         secret_key=env.get("GATEWAY_SECRET_KEY", ""),
         source=source,
     )

