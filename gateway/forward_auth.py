@@ -8,6 +8,7 @@ and never a body to render: nginx only looks at the status.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -57,35 +58,12 @@ class Unparseable(ValueError):
     pass
 
 
-def original_request(headers: CIMultiDict[str] | object) -> OriginalRequest:
-    """The request the front proxy is asking about. Raises Unparseable.
-
-    nginx sends X-Original-URL (and X-Original-Method); Traefik and Caddy send
-    X-Forwarded-Method/-Proto/-Host/-Uri. Pure: headers in, facts out.
-    """
-    get = headers.get  # type: ignore[attr-defined]
-    url = get("X-Original-URL")
-    if url is not None:
-        method = get("X-Original-Method") or get("X-Forwarded-Method") or "GET"
-        try:
-            parts = urlsplit(url)
-        except ValueError:
-            raise Unparseable("X-Original-URL") from None
-        if parts.scheme not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
-            raise Unparseable("X-Original-URL")
-        scheme, host, uri = parts.scheme, parts.netloc, parts.path or "/"
-    else:
-        uri = get("X-Forwarded-Uri")
-        host = get("X-Forwarded-Host")
-        if not uri or not host:
-            raise Unparseable("X-Original-URL or X-Forwarded-Uri/-Host")
-        method = get("X-Forwarded-Method") or "GET"
-        scheme = (get("X-Forwarded-Proto") or "http").lower()
-        if scheme not in ("http", "https"):
-            raise Unparseable("X-Forwarded-Proto")
+def _facts(method: str, scheme: str, host: str, uri: str) -> OriginalRequest:
     method = method.upper()
     if method not in METHODS:
         raise Unparseable("method")
+    if scheme not in ("http", "https"):
+        raise Unparseable("scheme")
     try:
         path = normalize_path(uri)
     except BadPath:
@@ -94,6 +72,52 @@ def original_request(headers: CIMultiDict[str] | object) -> OriginalRequest:
     if not host_name or any(c in host_name for c in "/\\ @"):
         raise Unparseable("host")
     return OriginalRequest(method, scheme, host_name, path)
+
+
+def _from_nginx(get: Callable[[str], str | None]) -> OriginalRequest | None:
+    url = get("X-Original-URL")
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise Unparseable("X-Original-URL") from None
+    if not parts.netloc or "@" in parts.netloc:
+        raise Unparseable("X-Original-URL")
+    method, other = get("X-Original-Method"), get("X-Forwarded-Method")
+    if method and other and method.upper() != other.upper():
+        # One of them is the client's: refuse rather than guess (a methods rule may hang on it).
+        raise Unparseable("X-Original-Method and X-Forwarded-Method disagree")
+    return _facts(method or other or "GET", parts.scheme, parts.netloc, parts.path or "/")
+
+
+def _from_forwarded(get: Callable[[str], str | None]) -> OriginalRequest | None:
+    uri, host = get("X-Forwarded-Uri"), get("X-Forwarded-Host")
+    if uri is None:
+        return None
+    if not uri or not host:
+        raise Unparseable("X-Forwarded-Uri needs X-Forwarded-Host")
+    scheme = (get("X-Forwarded-Proto") or "http").lower()
+    return _facts(get("X-Forwarded-Method") or "GET", scheme, host, uri)
+
+
+def original_request(headers: CIMultiDict[str] | object) -> OriginalRequest:
+    """The request the front proxy is asking about. Raises Unparseable.
+
+    nginx sends X-Original-URL (and X-Original-Method); Traefik and Caddy send
+    X-Forwarded-Method/-Proto/-Host/-Uri. Each of them also passes the
+    client's own headers along, so a client can add the *other* style's
+    headers; when both styles are present they must describe the same
+    request, or nobody can say which one is true. Pure: headers in, facts out.
+    """
+    get = headers.get  # type: ignore[attr-defined]
+    nginx, forwarded = _from_nginx(get), _from_forwarded(get)
+    if nginx is not None and forwarded is not None and nginx != forwarded:
+        raise Unparseable("X-Original-URL and X-Forwarded-Uri describe different requests")
+    original = nginx or forwarded
+    if original is None:
+        raise Unparseable("X-Original-URL or X-Forwarded-Uri/-Host")
+    return original
 
 
 def _status(status: int, reason: str) -> web.Response:
