@@ -11,7 +11,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from . import forward_auth, pages, proxy
+from . import forward_auth, logs, maintenance, metrics, pages, proxy
 from .auth import COOKIE_NAMES, clear_stale_cookie, cookie_names
 from .config import Config
 from .csrf import CsrfSigner
@@ -88,7 +88,9 @@ def create_app(config: Config, *, clock: Clock = utc_now) -> web.Application:
     app[RULES] = RuleSet(config.rules)
     app[UPSTREAMS] = UpstreamTable(config.upstreams)
     app[proxy.HEADER_RULES] = proxy.HeaderRules(config)
-    app.cleanup_ctx.extend([_database, _http_client, _passwords])
+    app.cleanup_ctx.extend(
+        [_database, _http_client, _passwords, metrics.pool_gauge, maintenance.purger]
+    )
 
     env = aiohttp_jinja2.setup(
         app,
@@ -102,19 +104,23 @@ def create_app(config: Config, *, clock: Clock = utc_now) -> web.Application:
     )
 
     r = app.router
-    r.add_get(f"{prefix}/login", pages.login_get)
-    r.add_post(f"{prefix}/login", pages.login_post)
-    r.add_get(f"{prefix}/logout", pages.logout_get)
-    r.add_post(f"{prefix}/logout", pages.logout_post)
-    r.add_get(f"{prefix}/auth", forward_auth.handle_auth)
-    r.add_get(f"{prefix}/userinfo", pages.userinfo)
-    r.add_get(f"{prefix}/healthz", pages.healthz)
-    r.add_get(f"{prefix}/readyz", pages.readyz)
-    r.add_static(f"{prefix}/static", resource_dir("templates") / "static")
-    r.add_route("*", prefix, pages.not_found)
-    r.add_route("*", prefix + "/{tail:.*}", pages.not_found)
-    r.add_route("*", "/{tail:.*}", proxy.handle)
+    # Route names double as the metrics' route classes.
+    r.add_get(f"{prefix}/login", pages.login_get, name="login")
+    r.add_post(f"{prefix}/login", pages.login_post, name="login_post")
+    r.add_get(f"{prefix}/logout", pages.logout_get, name="logout")
+    r.add_post(f"{prefix}/logout", pages.logout_post, name="logout_post")
+    r.add_get(f"{prefix}/auth", forward_auth.handle_auth, name="auth")
+    r.add_get(f"{prefix}/userinfo", pages.userinfo, name="userinfo")
+    r.add_get(f"{prefix}/healthz", pages.healthz, name="healthz")
+    r.add_get(f"{prefix}/readyz", pages.readyz, name="readyz")
+    r.add_get(f"{prefix}/metrics", metrics.metrics, name="metrics")
+    r.add_static(f"{prefix}/static", resource_dir("templates") / "static", name="static")
+    r.add_route("*", prefix, pages.not_found, name="gateway_not_found")
+    r.add_route("*", prefix + "/{tail:.*}", pages.not_found, name="gateway_other")
+    r.add_route("*", "/{tail:.*}", proxy.handle, name="proxy")
 
     app.on_response_prepare.append(pages.add_security_headers)
     app.on_response_prepare.append(clear_stale_cookie)
+    app.on_response_prepare.append(metrics.count_response)
+    app.on_response_prepare.append(logs.tag_response)
     return app

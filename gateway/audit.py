@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
+
+import asyncpg
 
 INSERT_AUDIT = """
 INSERT INTO audit_log (event, username, ip, user_agent, detail)
@@ -23,3 +27,26 @@ async def record(
     detail: str = "",
 ) -> None:
     await db.execute(INSERT_AUDIT, event, username, ip, user_agent[:512], detail)
+
+
+SELECT_AUDIT = """
+SELECT at, event, username, ip, user_agent, detail FROM audit_log
+WHERE ($1::text IS NULL OR username = $1) AND at >= $2
+ORDER BY at DESC, id DESC LIMIT $3"""
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: datetime
+    event: str
+    username: str
+    ip: str
+    user_agent: str
+    detail: str
+
+
+async def entries(
+    db: asyncpg.Pool | asyncpg.Connection, *, username: str | None, since: datetime, limit: int
+) -> list[AuditEntry]:
+    """Newest first."""
+    return [AuditEntry(**dict(row)) for row in await db.fetch(SELECT_AUDIT, username, since, limit)]

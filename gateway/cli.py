@@ -14,11 +14,12 @@ import logging
 import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
 
 import asyncpg
 
 from . import audit, sessions, users
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config, parse_duration
 from .db import DatabaseUnavailable, database_url, migrate
 from .passwords import PasswordRejected, Passwords
 
@@ -92,11 +93,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .logs import setup_logging
     from .server import serve
 
     if not 1 <= args.workers <= 256:
         raise CliError("--workers: expected a number from 1 to 256", EXIT_USAGE)
-    return serve(_config(args), workers=args.workers)
+    config = _config(args)
+    setup_logging(config.log)
+    return serve(config, workers=args.workers)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -230,6 +234,29 @@ async def cmd_sessions_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_audit(args: argparse.Namespace) -> int:
+    try:
+        since = sessions.utc_now() - timedelta(seconds=parse_duration(args.since))
+    except ValueError:
+        raise CliError(
+            f"--since: expected a duration such as '1h' or '7d', got {args.since!r}", EXIT_USAGE
+        ) from None
+    if args.limit < 1:
+        raise CliError("--limit: expected a whole number of at least 1", EXIT_USAGE)
+    async with _connection(_config(args)) as conn:
+        found = await audit.entries(
+            conn,
+            username=users.normalize_username(args.user) if args.user else None,
+            since=since,
+            limit=args.limit,
+        )
+    rows = [("TIME", "EVENT", "USER", "IP", "DETAIL", "BROWSER")] + [
+        (_when(e.at), e.event, e.username, e.ip, e.detail, e.user_agent[:40]) for e in found
+    ]
+    _print_table(rows)
+    return 0
+
+
 def _when(value) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S")
 
@@ -311,6 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--user", metavar="NAME")
     target.add_argument("--all", action="store_true")
     p.set_defaults(func=cmd_sessions_revoke)
+    p = with_config(sub.add_parser("audit", help="show the audit log, newest first"))
+    p.add_argument("--user", metavar="NAME")
+    p.add_argument("--since", default="24h", metavar="DURATION", help="default: 24h")
+    p.add_argument("--limit", type=int, default=200, metavar="N")
+    p.set_defaults(func=cmd_audit)
     return parser
 
 

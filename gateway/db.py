@@ -37,6 +37,10 @@ ON CONFLICT (key) DO NOTHING"""
 _MIGRATION_FILE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 
+# What a dropped connection, a stopped server or a full pool raise.
+DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
 class DatabaseUnavailable(Exception):
     """The database could not be reached; protected requests fail closed."""
 

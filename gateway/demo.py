@@ -23,6 +23,7 @@ from .config import (
 )
 from .db import database_url, migrate
 from .echo import create_echo_app
+from .logs import AccessLogger, access_logger
 from .passwords import Passwords
 
 DEMO_USER = "demo"
@@ -62,7 +63,9 @@ async def _run(config: Config, echo_port: int, password: str) -> None:
     echo_runner = web.AppRunner(create_echo_app())
     await echo_runner.setup()
     await web.TCPSite(echo_runner, "127.0.0.1", echo_port).start()
-    runner = web.AppRunner(create_app(config), access_log=None)
+    runner = web.AppRunner(
+        create_app(config), access_log=access_logger(config.log), access_log_class=AccessLogger
+    )
     await runner.setup()
     await web.TCPSite(runner, config.server.host, config.server.port).start()
     url = config.server.public_url

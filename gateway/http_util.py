@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import re
+import uuid
 
 from aiohttp import web
 
 from .config import Config, IPNetwork
+from .state import CONFIG, REQUEST_ID
 
 
 def peer_ip(request: web.BaseRequest) -> str:
@@ -74,3 +77,18 @@ def split_cookies(header: str, own: frozenset[str]) -> tuple[dict[str, str], str
         else:
             rest.append(part.strip())
     return mine, "; ".join(rest)
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id(request: web.Request) -> str:
+    """This request's id: a trusted proxy's X-Request-ID if well-formed, else a new one."""
+    if REQUEST_ID in request:
+        return request[REQUEST_ID]
+    incoming = request.headers.get("X-Request-ID", "")
+    trusted = request.app[CONFIG].server.trusted_proxies
+    if not (incoming and _REQUEST_ID.fullmatch(incoming) and is_trusted(peer_ip(request), trusted)):
+        incoming = uuid.uuid4().hex
+    request[REQUEST_ID] = incoming
+    return incoming

@@ -18,10 +18,11 @@ from .auth import (
 )
 from .csrf import FIELD as CSRF_FIELD
 from .csrf import CsrfSigner, cross_site, origin_of
-from .db import DatabaseUnavailable
+from .db import DB_ERRORS, DatabaseUnavailable
 from .http_util import client_ip
+from .metrics import LOGINS
 from .redirects import safe_redirect
-from .sessions import DB_ERRORS, Identity
+from .sessions import Identity
 from .state import CLEAR_COOKIE, CONFIG, CSRF, PASSWORDS, POOL, SESSIONS, THROTTLE
 
 log = logging.getLogger(__name__)
@@ -220,6 +221,7 @@ async def login_post(request: web.Request) -> web.Response:
         retry_after = await throttle.retry_after(username, ip)
         if retry_after is not None:
             # Refused before hashing: a guessing attack costs us no CPU.
+            LOGINS.labels("throttled").inc()
             await audit.record(pool, "login_throttled", username, ip=ip, user_agent=agent)
             response = _login_form(request, rd=rd, status=429, error=THROTTLED, username=username)
             response.headers["Retry-After"] = str(retry_after)
@@ -229,10 +231,12 @@ async def login_post(request: web.Request) -> web.Response:
         # unknown), so neither the answer nor its timing says which it was.
         result = await request.app[PASSWORDS].verify(user.password_hash if user else None, password)
         if user is None or user.disabled or not result.ok:
+            LOGINS.labels("failed").inc()
             await throttle.failed(username, ip)
             why = "unknown user" if user is None else "disabled" if user.disabled else "password"
             await audit.record(pool, "login_failed", username, ip=ip, user_agent=agent, detail=why)
             return _login_form(request, rd=rd, status=401, error=BAD_CREDENTIALS, username=username)
+        LOGINS.labels("ok").inc()
         await throttle.succeeded(username)
         if result.new_hash:
             async with pool.acquire() as conn:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import uuid
+import time
 
 import aiohttp
 from aiohttp import web
@@ -20,12 +19,13 @@ from yarl import URL
 from .auth import COOKIE_NAMES, current_session, identity_header_values
 from .config import Config, Upstream
 from .db import DatabaseUnavailable
-from .http_util import is_trusted, peer_ip, split_cookies, wants_html
+from .http_util import is_trusted, peer_ip, request_id, split_cookies, wants_html
+from .metrics import UPSTREAM_SECONDS
 from .pages import error_page, login_url, unavailable
 from .paths import BadPath, normalize_host, normalize_path
 from .rules import DENY, PUBLIC
 from .sessions import Session
-from .state import CONFIG, HTTP, RULES, UPSTREAMS
+from .state import CONFIG, HTTP, RULES, UPSTREAM_NAME, UPSTREAMS
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,6 @@ WEBSOCKET_HANDSHAKE = frozenset(
         "sec-websocket-accept",
     }
 )
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def header_key(name: str) -> str:
@@ -88,7 +87,7 @@ def _connection_listed(headers: CIMultiDict[str] | object) -> set[str]:
 
 
 def upstream_headers(
-    request: web.Request, session: Session | None, request_id: str, *, websocket: bool = False
+    request: web.Request, session: Session | None, rid: str, *, websocket: bool = False
 ) -> CIMultiDict[str]:
     config = request.app[CONFIG]
     rules = request.app[HEADER_RULES]
@@ -127,23 +126,12 @@ def upstream_headers(
     out["X-Forwarded-Host"] = (
         request.headers.get("X-Forwarded-Host", "") if trusted else ""
     ) or request.host
-    out["X-Request-ID"] = request_id
+    out["X-Request-ID"] = rid
 
     if session is not None:
         for name, value in identity_header_values(session.identity, rules.identity):
             out[name] = value
     return out
-
-
-def _request_id(request: web.Request, config: Config) -> str:
-    incoming = request.headers.get("X-Request-ID", "")
-    if (
-        incoming
-        and _REQUEST_ID.match(incoming)
-        and is_trusted(peer_ip(request), config.server.trusted_proxies)
-    ):
-        return incoming
-    return uuid.uuid4().hex
 
 
 def response_headers(upstream: aiohttp.ClientResponse, own_cookies: frozenset[str]) -> CIMultiDict:
@@ -210,6 +198,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return error_page(
             request, 404, "Not found", "No application is configured here.", code="not_found"
         )
+    request[UPSTREAM_NAME] = upstream.name
     decision = request.app[RULES].decide(host, path, request.method)
     if decision.policy == DENY:
         return _forbidden(request)
@@ -250,13 +239,13 @@ def _forbidden(request: web.Request) -> web.Response:
 async def _forward(
     request: web.Request, upstream: Upstream, session: Session | None
 ) -> web.StreamResponse:
-    config = request.app[CONFIG]
-    headers = upstream_headers(request, session, _request_id(request, config))
+    headers = upstream_headers(request, session, request_id(request))
     body = request.content.iter_chunked(CHUNK) if request.body_exists else None
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=upstream.timeout, sock_read=upstream.timeout
     )
     http = request.app[HTTP]
+    started = time.perf_counter()
     try:
         upstream_response = await http.request(
             request.method,
@@ -272,6 +261,7 @@ async def _forward(
     except aiohttp.ClientError as exc:
         log.warning("upstream %s unreachable: %s", upstream.name, exc)
         return _bad_gateway(request)
+    UPSTREAM_SECONDS.labels(upstream.name).observe(time.perf_counter() - started)
 
     async with upstream_response:
         response = web.StreamResponse(
@@ -299,8 +289,7 @@ async def _forward(
 async def _relay_websocket(
     request: web.Request, upstream: Upstream, session: Session | None
 ) -> web.StreamResponse:
-    config = request.app[CONFIG]
-    headers = upstream_headers(request, session, _request_id(request, config), websocket=True)
+    headers = upstream_headers(request, session, request_id(request), websocket=True)
     protocols = [
         p.strip()
         for value in request.headers.getall("Sec-WebSocket-Protocol", ())

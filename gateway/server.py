@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 
 import asyncpg
@@ -22,6 +24,8 @@ from aiohttp import web
 from .app import create_app
 from .config import Config
 from .db import DatabaseUnavailable, database_url, migrate
+from .logs import AccessLogger, access_logger, setup_logging
+from .metrics import MULTIPROC_ENV
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +41,8 @@ def _run_worker(config: Config, reuse_port: bool) -> int:
             port=port,
             reuse_port=reuse_port or None,
             print=None,
-            access_log=None,
+            access_log=access_logger(config.log),
+            access_log_class=AccessLogger,
             shutdown_timeout=SHUTDOWN_TIMEOUT,
         )
     except DatabaseUnavailable as exc:
@@ -50,9 +55,7 @@ def _run_worker(config: Config, reuse_port: bool) -> int:
 
 
 def _worker_main(config: Config) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(config.log)
     sys.exit(_run_worker(config, reuse_port=True))
 
 
@@ -136,4 +139,7 @@ def serve(config: Config, workers: int = 1) -> int:
                 exc.strerror or exc,
             )
             return 1
-        return _supervise(config, workers)
+        # Workers write their metrics to files here; a scrape sums them all.
+        with tempfile.TemporaryDirectory(prefix="gateway-metrics-") as metrics_dir:
+            os.environ[MULTIPROC_ENV] = metrics_dir
+            return _supervise(config, workers)

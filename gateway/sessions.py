@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from .config import SessionConfig
-from .db import DatabaseUnavailable
+from .db import DB_ERRORS, DatabaseUnavailable
 
 Clock = Callable[[], datetime]
 
@@ -51,8 +51,6 @@ SELECT s.id, s.created_at, s.last_seen, s.expires_at, s.remember, s.ip, s.user_a
 FROM sessions s JOIN users u ON u.id = s.user_id
 WHERE ($1::text IS NULL OR u.username = $1) AND s.expires_at > $2
 ORDER BY s.created_at"""
-
-DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def utc_now() -> datetime:

@@ -29,3 +29,6 @@ THROTTLE = web.AppKey("throttle", Throttle)
 SESSION = web.RequestKey("session", Session | None)
 # Set when the browser sent a session cookie that is no longer valid.
 CLEAR_COOKIE = web.RequestKey("clear_cookie", bool)
+# For the access log and the upstream: which request this is, and where it went.
+REQUEST_ID = web.RequestKey("request_id", str)
+UPSTREAM_NAME = web.RequestKey("upstream_name", str)

@@ -1,0 +1,110 @@
+"""Prometheus metrics: counters and histograms updated on the request path,
+exposed at `{prefix}/metrics` to trusted proxies only.
+
+With `--workers N` the parent points PROMETHEUS_MULTIPROC_DIR at a shared
+directory before starting the workers, and a scrape (answered by whichever
+worker the kernel picks) aggregates every worker's numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from .db import DB_ERRORS
+from .http_util import is_trusted, peer_ip
+from .state import CLOCK, CONFIG, POOL
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+REQUESTS = Counter(
+    "gateway_requests_total", "Requests answered, by route class and status.", ["route", "status"]
+)
+UPSTREAM_SECONDS = Histogram(
+    "gateway_upstream_response_seconds",
+    "Time from sending a request upstream to its response headers.",
+    ["upstream"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+LOGINS = Counter("gateway_logins_total", "Sign-in attempts by result.", ["result"])
+SESSION_CACHE = Counter(
+    "gateway_session_cache_total", "Session lookups by cache result.", ["result"]
+)
+DB_POOL = Gauge(
+    "gateway_db_pool_connections",
+    "Database connections of the pool, by state.",
+    ["state"],
+    multiprocess_mode="livesum",
+)
+
+ACTIVE_SESSIONS = "SELECT count(*) FROM sessions WHERE expires_at > $1"
+
+
+def _registry() -> CollectorRegistry:
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+    return REGISTRY
+
+
+def _route_class(request: web.BaseRequest) -> str:
+    route = request.match_info.route if request.match_info else None
+    return (route.name if route is not None else None) or "other"
+
+
+async def count_response(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: one count per answer, labelled by the route's name."""
+    REQUESTS.labels(_route_class(request), str(response.status)).inc()
+
+
+async def metrics(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    if not is_trusted(peer_ip(request), config.server.trusted_proxies):
+        return web.Response(status=403, text="metrics are for trusted proxies only\n")
+    body = generate_latest(_registry())
+    # Active sessions are a fact of the database, not of one worker: asked at scrape time.
+    with contextlib.suppress(*DB_ERRORS):
+        async with request.app[POOL].acquire(timeout=2) as conn:
+            count = await conn.fetchval(ACTIVE_SESSIONS, request.app[CLOCK](), timeout=2)
+        body += (
+            "# HELP gateway_active_sessions Sessions not past their absolute expiry.\n"
+            "# TYPE gateway_active_sessions gauge\n"
+            f"gateway_active_sessions {count}\n"
+        ).encode()
+    response = web.Response(body=body)
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return response
+
+
+async def pool_gauge(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: sample this worker's pool every few seconds (cheap, off the request path)."""
+
+    async def sample() -> None:
+        while True:
+            pool = app[POOL]
+            size, idle = pool.get_size(), pool.get_idle_size()
+            DB_POOL.labels("in_use").set(size - idle)
+            DB_POOL.labels("idle").set(idle)
+            await asyncio.sleep(5)
+
+    task = asyncio.create_task(sample())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
