@@ -15,7 +15,7 @@ from . import forward_auth, logs, maintenance, metrics, pages, proxy
 from .auth import COOKIE_NAMES, clear_stale_cookie, cookie_names
 from .config import Config
 from .csrf import CsrfSigner
-from .db import create_pool, embedded_postgres, migrate, secret_key
+from .db import create_pool, embedded_postgres, prepare_database
 from .passwords import Passwords
 from .proxy_routes import UpstreamTable
 from .resources import resource_dir
@@ -47,15 +47,13 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
             url = await asyncio.to_thread(
                 stack.enter_context, embedded_postgres(config.database.data_dir)
             )
+        key = await prepare_database(url, config.secret_key)
         pool = await create_pool(url)
         try:
-            async with pool.acquire() as conn:
-                await migrate(conn)
-                key = await secret_key(conn, config.secret_key)
             app[POOL] = pool
             app[SESSIONS] = SessionStore(pool, config.session, app[CLOCK])
             app[CSRF] = CsrfSigner(key)
-            app[THROTTLE] = Throttle(pool, config.login, app[CLOCK])
+            app[THROTTLE] = Throttle(config.login, app[CLOCK])
             yield
         finally:
             await pool.close()

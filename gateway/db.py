@@ -7,7 +7,7 @@ import logging
 import re
 import secrets
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,13 +86,33 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     return applied_now
 
 
+# Every database step on the request path (connect, wait for a pooled
+# connection, run a query) gives up after this long, so a hung database turns
+# into a quick 503 instead of requests piling up: fail closed, and fast.
+DB_TIMEOUT = 2.0
+
+
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     try:
         return await asyncpg.create_pool(
-            url, min_size=min_size, max_size=max_size, command_timeout=10
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=DB_TIMEOUT,
+            command_timeout=DB_TIMEOUT,
         )
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
+
+
+@contextlib.asynccontextmanager
+async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection within DB_TIMEOUT; any database failure is DatabaseUnavailable."""
+    try:
+        async with pool.acquire(timeout=DB_TIMEOUT) as conn:
+            yield conn
+    except DB_ERRORS as exc:
+        raise DatabaseUnavailable(str(exc) or type(exc).__name__) from exc
 
 
 async def secret_key(conn: asyncpg.Connection, configured: str) -> bytes:
@@ -101,6 +121,22 @@ async def secret_key(conn: asyncpg.Connection, configured: str) -> bytes:
         return configured.encode("utf-8")
     await conn.execute(INSERT_SETTING, "secret_key", secrets.token_urlsafe(48))
     return (await conn.fetchval(SELECT_SETTING, "secret_key")).encode("utf-8")
+
+
+async def prepare_database(url: str, configured_key: str) -> bytes:
+    """Migrate and return the secret key, on a connection of its own.
+
+    Not a pooled one: migrations may run longer than DB_TIMEOUT allows.
+    """
+    try:
+        conn = await asyncpg.connect(url, timeout=10)
+    except DB_ERRORS as exc:
+        raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
+    try:
+        await migrate(conn)
+        return await secret_key(conn, configured_key)
+    finally:
+        await conn.close()
 
 
 @contextlib.contextmanager

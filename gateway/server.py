@@ -18,12 +18,11 @@ import sys
 import tempfile
 import time
 
-import asyncpg
 from aiohttp import web
 
 from .app import create_app
 from .config import Config
-from .db import DatabaseUnavailable, database_url, migrate
+from .db import DatabaseUnavailable, database_url, prepare_database
 from .logs import AccessLogger, access_logger, setup_logging
 from .metrics import MULTIPROC_ENV
 
@@ -57,17 +56,6 @@ def _run_worker(config: Config, reuse_port: bool) -> int:
 def _worker_main(config: Config) -> None:
     setup_logging(config.log)
     sys.exit(_run_worker(config, reuse_port=True))
-
-
-async def _migrate(url: str) -> None:
-    try:
-        conn = await asyncpg.connect(url, timeout=10)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
 
 
 def _check_port(host: str, port: int) -> None:
@@ -126,7 +114,7 @@ def serve(config: Config, workers: int = 1) -> int:
         if workers == 1:
             return _run_worker(config, reuse_port=False)
         try:
-            asyncio.run(_migrate(url))
+            asyncio.run(prepare_database(url, config.secret_key))
             _check_port(config.server.host, config.server.port)
         except DatabaseUnavailable as exc:
             log.error("%s", exc)

@@ -7,19 +7,19 @@ ends the session everywhere, whoever holds a copy of the cookie.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
 from .config import SessionConfig
-from .db import DB_ERRORS, DatabaseUnavailable
+from .db import connection
 
 Clock = Callable[[], datetime]
 
@@ -109,13 +109,8 @@ class SessionStore:
         self.config = config
         self.clock = clock
 
-    @asynccontextmanager
-    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
-        try:
-            async with self.pool.acquire(timeout=5) as conn:
-                yield conn
-        except DB_ERRORS as exc:
-            raise DatabaseUnavailable(str(exc)) from exc
+    def _conn(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+        return connection(self.pool)
 
     def lifetime(self, remember: bool) -> timedelta:
         return timedelta(
