@@ -18,7 +18,7 @@ from .auth import (
 )
 from .csrf import FIELD as CSRF_FIELD
 from .csrf import CsrfSigner, cross_site, origin_of
-from .db import DB_ERRORS, DatabaseUnavailable
+from .db import DB_ERRORS, DatabaseUnavailable, connection
 from .http_util import client_ip
 from .metrics import LOGINS
 from .redirects import safe_redirect
@@ -217,45 +217,54 @@ async def login_post(request: web.Request) -> web.Response:
     agent = request.headers.get("User-Agent", "")
     pool = request.app[POOL]
     throttle = request.app[THROTTLE]
+    remember = form.get("remember") == "1"
     try:
-        retry_after = await throttle.retry_after(username, ip)
-        if retry_after is not None:
-            # Refused before hashing: a guessing attack costs us no CPU.
-            LOGINS.labels("throttled").inc()
-            await audit.record(pool, "login_throttled", username, ip=ip, user_agent=agent)
-            response = _login_form(request, rd=rd, status=429, error=THROTTLED, username=username)
-            response.headers["Retry-After"] = str(retry_after)
-            return response
-        user = await users.get_user(pool, username)
-        # Unknown and disabled users are hashed too (a dummy hash for the
-        # unknown), so neither the answer nor its timing says which it was.
+        async with connection(pool) as conn:
+            attempt = await throttle.begin(conn, username, ip)
+            if attempt.retry_after is not None:
+                # Refused before hashing: a guessing attack costs us no CPU.
+                LOGINS.labels("throttled").inc()
+                await audit.record(conn, "login_throttled", username, ip=ip, user_agent=agent)
+                response = _login_form(
+                    request, rd=rd, status=429, error=THROTTLED, username=username
+                )
+                response.headers["Retry-After"] = str(attempt.retry_after)
+                return response
+            user = await users.get_user(conn, username)
+        # No connection is held while hashing. Unknown and disabled users are
+        # hashed too (a dummy hash for the unknown), so neither the answer nor
+        # its timing says which it was.
         result = await request.app[PASSWORDS].verify(user.password_hash if user else None, password)
-        if user is None or user.disabled or not result.ok:
-            LOGINS.labels("failed").inc()
-            await throttle.failed(username, ip)
-            why = "unknown user" if user is None else "disabled" if user.disabled else "password"
-            await audit.record(pool, "login_failed", username, ip=ip, user_agent=agent, detail=why)
-            return _login_form(request, rd=rd, status=401, error=BAD_CREDENTIALS, username=username)
-        LOGINS.labels("ok").inc()
-        await throttle.succeeded(username)
-        if result.new_hash:
-            async with pool.acquire() as conn:
+        async with connection(pool) as conn:
+            if user is None or user.disabled or not result.ok:
+                LOGINS.labels("failed").inc()  # the attempt's row stays: it is the failure
+                why = (
+                    "unknown user" if user is None else "disabled" if user.disabled else "password"
+                )
+                await audit.record(
+                    conn, "login_failed", username, ip=ip, user_agent=agent, detail=why
+                )
+                return _login_form(
+                    request, rd=rd, status=401, error=BAD_CREDENTIALS, username=username
+                )
+            LOGINS.labels("ok").inc()
+            await throttle.succeeded(conn, attempt, username)
+            if result.new_hash:
                 await users.set_password(conn, user.username, result.new_hash)
+            await audit.record(
+                conn,
+                "login_ok",
+                user.username,
+                ip=ip,
+                user_agent=agent,
+                detail="remember" if remember else "",
+            )
         await _end_presented_session(request)
-        remember = form.get("remember") == "1"
         identity = Identity(user.id, user.username, user.email, user.display_name, user.groups)
         token, _ = await request.app[SESSIONS].create(
             identity, remember=remember, ip=ip, user_agent=agent
         )
-        await audit.record(
-            pool,
-            "login_ok",
-            user.username,
-            ip=ip,
-            user_agent=agent,
-            detail="remember" if remember else "",
-        )
-    except (DatabaseUnavailable, *DB_ERRORS):
+    except DatabaseUnavailable:
         log.warning("sign-in answered 503: database unavailable", exc_info=True)
         return unavailable(request)
     response = see_other(_redirect_target(request, rd))
@@ -320,14 +329,15 @@ async def logout_post(request: web.Request) -> web.Response:
                 ended = await store.revoke_user(session.identity.user_id)
             else:
                 ended = int(await store.revoke(session.token_hash))
-            await audit.record(
-                request.app[POOL],
-                "logout_everywhere" if everywhere else "logout",
-                session.identity.username,
-                ip=client_ip(request, config),
-                user_agent=request.headers.get("User-Agent", ""),
-                detail=f"sessions ended: {ended}",
-            )
+            async with connection(request.app[POOL]) as conn:
+                await audit.record(
+                    conn,
+                    "logout_everywhere" if everywhere else "logout",
+                    session.identity.username,
+                    ip=client_ip(request, config),
+                    user_agent=request.headers.get("User-Agent", ""),
+                    detail=f"sessions ended: {ended}",
+                )
     except DatabaseUnavailable:
         return unavailable(request)
     return _signed_out(request, everywhere=everywhere and session is not None)

@@ -9,6 +9,7 @@ across every worker and replica.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import timedelta
 
 import asyncpg
@@ -18,55 +19,68 @@ from .sessions import Clock
 
 MAX_KEY_CHARS = 256
 
-INSERT_FAILURE = "INSERT INTO login_failures (at, username, ip) VALUES ($1, $2, $3)"
-# The limit-th most recent failure inside the window: once it ages out, the
-# key is below the limit again. No row means not throttled.
+RESERVE = "INSERT INTO login_failures (at, username, ip) VALUES ($1, $2, $3) RETURNING id"
+# Among the attempts before ours (lower id) inside the window: the limit-th
+# most recent. It existing means we are over the limit; once it ages out, the
+# key is under the limit again.
 NTH_USER_FAILURE = """
-SELECT at FROM login_failures WHERE username = $1 AND at > $2
-ORDER BY at DESC OFFSET $3 LIMIT 1"""
+SELECT at FROM login_failures
+WHERE username = $1 AND at > $2 AND id < $4 AND NOT cleared
+ORDER BY id DESC OFFSET $3 LIMIT 1"""
 NTH_IP_FAILURE = """
-SELECT at FROM login_failures WHERE ip = $1 AND at > $2
-ORDER BY at DESC OFFSET $3 LIMIT 1"""
-CLEAR_USER_FAILURES = "DELETE FROM login_failures WHERE username = $1"
+SELECT at FROM login_failures
+WHERE ip = $1 AND at > $2 AND id < $4
+ORDER BY id DESC OFFSET $3 LIMIT 1"""
+RELEASE = "DELETE FROM login_failures WHERE id = $1"
+CLEAR_USER_FAILURES = "UPDATE login_failures SET cleared = true WHERE username = $1 AND NOT cleared"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    id: int
+    retry_after: int | None  # set when refused: seconds until the key may try again
 
 
 class Throttle:
-    def __init__(self, pool: asyncpg.Pool, config: LoginConfig, clock: Clock) -> None:
-        self.pool = pool
+    """The counting rules; the caller brings the connection (one per sign-in step).
+
+    `begin` records the attempt as a failure *before* the password is
+    checked, then counts only the attempts that came before it. Parallel
+    guesses therefore queue up by id: the first `limit` get checked, the
+    rest are refused, however many arrive at once.
+    """
+
+    def __init__(self, config: LoginConfig, clock: Clock) -> None:
         self.config = config
         self.clock = clock
 
-    async def retry_after(self, username: str, ip: str) -> int | None:
-        """Seconds until this username and IP may try again, or None if they may now."""
+    async def begin(self, conn: asyncpg.Connection, username: str, ip: str) -> Attempt:
         now = self.clock()
         window = timedelta(seconds=self.config.window)
         since = now - window
-        async with self.pool.acquire() as conn:
-            user_at = await conn.fetchval(
-                NTH_USER_FAILURE,
-                username[:MAX_KEY_CHARS],
-                since,
-                self.config.max_failures_per_user - 1,
-            )
-            ip_at = await conn.fetchval(
-                NTH_IP_FAILURE, ip, since, self.config.max_failures_per_ip - 1
-            )
+        key = username[:MAX_KEY_CHARS]
+        attempt_id = await conn.fetchval(RESERVE, now, key, ip)
+        user_at = await conn.fetchval(
+            NTH_USER_FAILURE, key, since, self.config.max_failures_per_user - 1, attempt_id
+        )
+        ip_at = await conn.fetchval(
+            NTH_IP_FAILURE, ip, since, self.config.max_failures_per_ip - 1, attempt_id
+        )
         blocked_until = max(
             (at + window for at in (user_at, ip_at) if at is not None), default=None
         )
         if blocked_until is None:
-            return None
-        return max(1, math.ceil((blocked_until - now).total_seconds()))
+            return Attempt(attempt_id, None)
+        # A refused attempt is not a failure: it must not stretch the lockout.
+        await conn.execute(RELEASE, attempt_id)
+        return Attempt(attempt_id, max(1, math.ceil((blocked_until - now).total_seconds())))
 
-    async def failed(self, username: str, ip: str) -> None:
-        async with self.pool.acquire() as conn:
-            await conn.execute(INSERT_FAILURE, self.clock(), username[:MAX_KEY_CHARS], ip)
+    async def succeeded(self, conn: asyncpg.Connection, attempt: Attempt, username: str) -> None:
+        """Not a failure after all; and the username's earlier failures are forgiven.
 
-    async def succeeded(self, username: str) -> None:
-        """The account's own owner got in: their username's count starts over.
-
-        The IP count is kept, so one address cannot alternate a known
-        account with guesses at others to stay under its limit.
+        Forgiven for the username's count only: the IP's count keeps them,
+        so one address cannot alternate a known account with guesses at
+        others to stay under its limit.
         """
-        async with self.pool.acquire() as conn:
-            await conn.execute(CLEAR_USER_FAILURES, username[:MAX_KEY_CHARS])
+        await conn.execute(RELEASE, attempt.id)
+        await conn.execute(CLEAR_USER_FAILURES, username[:MAX_KEY_CHARS])
