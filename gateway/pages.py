@@ -16,11 +16,11 @@ from .auth import (
     own_cookies,
     set_session_cookie,
 )
+from .counters import LOGINS
 from .csrf import FIELD as CSRF_FIELD
 from .csrf import CsrfSigner, cross_site, origin_of
 from .db import DB_ERRORS, DatabaseUnavailable, connection
 from .http_util import client_ip
-from .metrics import LOGINS
 from .redirects import safe_redirect
 from .sessions import Identity
 from .state import CLEAR_COOKIE, CONFIG, CSRF, PASSWORDS, POOL, SESSIONS, THROTTLE

@@ -18,9 +18,9 @@ from yarl import URL
 
 from .auth import COOKIE_NAMES, current_session, identity_header_values
 from .config import Config, Upstream
+from .counters import UPSTREAM_SECONDS
 from .db import DatabaseUnavailable
 from .http_util import is_trusted, peer_ip, request_id, split_cookies, wants_html
-from .metrics import UPSTREAM_SECONDS
 from .pages import error_page, login_url, unavailable
 from .paths import BadPath, normalize_host, normalize_path
 from .rules import DENY, PUBLIC
