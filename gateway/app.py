@@ -15,17 +15,20 @@ from . import forward_auth, logs, maintenance, metrics, pages, proxy
 from .auth import COOKIE_NAMES, clear_stale_cookie, cookie_names
 from .config import Config
 from .csrf import CsrfSigner
-from .db import create_pool, embedded_postgres, prepare_database
+from .db import DatabaseUnavailable, create_pool, embedded_postgres, prepare_database
 from .passwords import Passwords
 from .proxy_routes import UpstreamTable
 from .resources import resource_dir
 from .rules import RuleSet
+from .session_cache import Invalidator
 from .sessions import Clock, SessionStore, utc_now
 from .state import (
     CLOCK,
     CONFIG,
     CSRF,
+    DB_URL,
     HTTP,
+    INVALIDATOR,
     PASSWORDS,
     POOL,
     RULES,
@@ -34,6 +37,8 @@ from .state import (
     UPSTREAMS,
 )
 from .throttle import Throttle
+
+TOUCH_FLUSH_SECONDS = 10.0
 
 # Only the gateway's own forms are read into memory; proxied bodies stream.
 MAX_FORM_BYTES = 64 * 1024
@@ -51,12 +56,34 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         pool = await create_pool(url)
         try:
             app[POOL] = pool
+            app[DB_URL] = url
             app[SESSIONS] = SessionStore(pool, config.session, app[CLOCK])
             app[CSRF] = CsrfSigner(key)
             app[THROTTLE] = Throttle(config.login, app[CLOCK])
             yield
         finally:
             await pool.close()
+
+
+async def _session_cache(app: web.Application) -> AsyncIterator[None]:
+    """The LISTEN connection that keeps the cache coherent, and the last_seen writer."""
+    store = app[SESSIONS]
+    invalidator = Invalidator(app[DB_URL], store.cache)
+    app[INVALIDATOR] = invalidator
+
+    async def flush_touches() -> None:
+        while True:
+            await asyncio.sleep(TOUCH_FLUSH_SECONDS)
+            with contextlib.suppress(DatabaseUnavailable):
+                await store.flush_touches()
+
+    tasks = [asyncio.create_task(invalidator.run()), asyncio.create_task(flush_touches())]
+    yield
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    with contextlib.suppress(DatabaseUnavailable):
+        await store.flush_touches()  # on shutdown: no activity is forgotten
 
 
 async def _http_client(app: web.Application) -> AsyncIterator[None]:
@@ -87,7 +114,14 @@ def create_app(config: Config, *, clock: Clock = utc_now) -> web.Application:
     app[UPSTREAMS] = UpstreamTable(config.upstreams)
     app[proxy.HEADER_RULES] = proxy.HeaderRules(config)
     app.cleanup_ctx.extend(
-        [_database, _http_client, _passwords, metrics.pool_gauge, maintenance.purger]
+        [
+            _database,
+            _session_cache,
+            _http_client,
+            _passwords,
+            metrics.pool_gauge,
+            maintenance.purger,
+        ]
     )
 
     env = aiohttp_jinja2.setup(

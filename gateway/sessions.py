@@ -19,7 +19,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from .config import SessionConfig
-from .db import connection
+from .counters import SESSION_CACHE
+from .db import DatabaseUnavailable, connection
+from .session_cache import Entry, SessionCache
 
 Clock = Callable[[], datetime]
 
@@ -41,6 +43,10 @@ SELECT s.id, s.user_id, s.created_at, s.last_seen, s.expires_at, s.remember,
 FROM sessions s JOIN users u ON u.id = s.user_id
 WHERE s.token_hash = $1"""
 TOUCH_SESSION = "UPDATE sessions SET last_seen = $2 WHERE token_hash = $1"
+FLUSH_TOUCHES = """
+UPDATE sessions s SET last_seen = t.at
+FROM unnest($1::bytea[], $2::timestamptz[]) AS t(token_hash, at)
+WHERE s.token_hash = t.token_hash AND s.last_seen < t.at"""
 DELETE_SESSION = "DELETE FROM sessions WHERE token_hash = $1 RETURNING user_id"
 DELETE_SESSION_BY_ID = "DELETE FROM sessions WHERE id = $1 RETURNING user_id"
 DELETE_USER_SESSIONS = "DELETE FROM sessions WHERE user_id = $1"
@@ -102,12 +108,25 @@ class SessionInfo:
 
 
 class SessionStore:
-    """Creates, validates and ends sessions. All times come from `clock`."""
+    """Creates, validates and ends sessions. All times come from `clock`.
 
-    def __init__(self, pool: asyncpg.Pool, config: SessionConfig, clock: Clock = utc_now):
+    With a `cache`, a session validated once is served from memory until it
+    expires, is revoked (evicted by NOTIFY), or MAX_AGE passes; its last_seen
+    is kept in memory and written back in batches (`flush_touches`).
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        config: SessionConfig,
+        clock: Clock = utc_now,
+        cache: SessionCache | None = None,
+    ):
         self.pool = pool
         self.config = config
         self.clock = clock
+        self.cache = cache or SessionCache()  # disabled until an Invalidator enables it
+        self._touches: dict[bytes, datetime] = {}
 
     def _conn(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
         return connection(self.pool)
@@ -138,12 +157,12 @@ class SessionStore:
             )
         return token, Session(session_id, token_hash, identity, now, now, expires, remember)
 
-    def expired(self, session: Session, now: datetime) -> bool:
+    def expired(self, session: Session, now: datetime, last_seen: datetime | None = None) -> bool:
         if now >= session.expires_at:
             return True
         # "Keep me signed in" trades the idle limit for its own, longer lifetime.
         idle_limit = timedelta(seconds=self.config.idle_timeout)
-        return not session.remember and now >= session.last_seen + idle_limit
+        return not session.remember and now >= (last_seen or session.last_seen) + idle_limit
 
     async def lookup(self, token: str) -> Session | None:
         """The live session for a cookie value, or None. Expired rows are deleted.
@@ -153,6 +172,17 @@ class SessionStore:
         if not is_token(token):
             return None
         token_hash = hash_token(token)
+        now = self.clock()
+        entry = self.cache.get(token_hash, now)
+        if entry is not None and not self.expired(entry.session, now, entry.last_seen):
+            SESSION_CACHE.labels("hit").inc()
+            entry.last_seen = now
+            if now - entry.written_last_seen >= TOUCH_INTERVAL:
+                self._touches[token_hash] = now
+                entry.written_last_seen = now
+            return entry.session
+        SESSION_CACHE.labels("miss").inc()
+        generation = self.cache.generation
         async with self._conn() as conn:
             row = await conn.fetchrow(SELECT_SESSION, token_hash)
             if row is None:
@@ -172,21 +202,54 @@ class SessionStore:
                 expires_at=row["expires_at"],
                 remember=row["remember"],
             )
-            now = self.clock()
-            if row["disabled"] or self.expired(session, now):
+            # This process may have seen the session more recently than the
+            # database has been told (touches are batched).
+            last_seen = max(session.last_seen, entry.last_seen if entry else session.last_seen)
+            if row["disabled"] or self.expired(session, now, last_seen):
                 await conn.execute(DELETE_SESSION, token_hash)
                 return None
-            if now - session.last_seen >= TOUCH_INTERVAL:
+            written = session.last_seen
+            if now - written >= TOUCH_INTERVAL:
                 await conn.execute(TOUCH_SESSION, token_hash, now)
+                written = now
+        self.cache.put(
+            token_hash,
+            Entry(
+                session,
+                session.identity.user_id,
+                fetched_at=now,
+                last_seen=now,
+                written_last_seen=written,
+            ),
+            generation,
+        )
         return session
 
     async def revoke(self, token_hash: bytes) -> bool:
+        # Evicted here at once; the trigger's NOTIFY tells every other process.
+        self.cache.evict([token_hash])
         async with self._conn() as conn:
             return await conn.fetchval(DELETE_SESSION, token_hash) is not None
 
     async def revoke_user(self, user_id: int) -> int:
+        self.cache.evict_user(user_id)
         async with self._conn() as conn:
             return await revoke_user(conn, user_id)
+
+    async def flush_touches(self) -> int:
+        """Write the batched last_seen updates: one statement for all of them."""
+        if not self._touches:
+            return 0
+        touches, self._touches = self._touches, {}
+        try:
+            async with self._conn() as conn:
+                await conn.execute(FLUSH_TOUCHES, list(touches), list(touches.values()))
+        except DatabaseUnavailable:
+            # Keep them for the next round; newer touches win.
+            for token_hash, at in touches.items():
+                self._touches.setdefault(token_hash, at)
+            raise
+        return len(touches)
 
 
 async def list_sessions(

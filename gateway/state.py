@@ -11,13 +11,16 @@ from .csrf import CsrfSigner
 from .passwords import Passwords
 from .proxy_routes import UpstreamTable
 from .rules import RuleSet
+from .session_cache import Invalidator
 from .sessions import Clock, Session, SessionStore
 from .throttle import Throttle
 
 CONFIG = web.AppKey("config", Config)
 CLOCK = web.AppKey("clock", Clock)
 POOL = web.AppKey("pool", asyncpg.Pool)
+DB_URL = web.AppKey("db_url", str)  # resolved: the embedded server's when none was configured
 SESSIONS = web.AppKey("sessions", SessionStore)
+INVALIDATOR = web.AppKey("invalidator", Invalidator)
 PASSWORDS = web.AppKey("passwords", Passwords)
 CSRF = web.AppKey("csrf", CsrfSigner)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
