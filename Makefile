@@ -11,7 +11,7 @@ $(BIN)/gateway: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[embedded,test]'
+	$(BIN)/pip install --quiet -e '.[embedded,fast,test]'
 	@touch $@
 
 demo: $(BIN)/gateway

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import getpass
 import logging
+import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -289,7 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = with_config(sub.add_parser("serve", help="run the gateway"))
-    p.add_argument("--workers", type=int, default=1, metavar="N")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="processes sharing the port (default: number of CPUs)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="embedded database, demo app and demo user, all in one")

@@ -31,8 +31,20 @@ log = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT = 10.0
 
 
+def use_uvloop() -> bool:
+    """uvloop when installed (the `fast` extra): a cheaper event loop for the proxy."""
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
 def _run_worker(config: Config, reuse_port: bool) -> int:
     host, port = config.server.host, config.server.port
+    if use_uvloop():
+        log.debug("using uvloop")
     try:
         web.run_app(
             create_app(config),
