@@ -16,10 +16,7 @@ from .state import CLEAR_COOKIE, CONFIG, SESSION, SESSIONS
 class CookieNames:
     session: str
     csrf: str
-
-    @property
-    def all(self) -> frozenset[str]:
-        return frozenset((self.session, self.csrf))
+    all: frozenset[str] = frozenset()  # both names; filled in by cookie_names()
 
 
 def cookie_names(config: Config) -> CookieNames:
@@ -27,10 +24,12 @@ def cookie_names(config: Config) -> CookieNames:
     copy set by a sibling subdomain or over plain http (cookie tossing)."""
     base = config.session.cookie_name
     prefix = "__Host-" if config.server.https and not config.session.cookie_domain else ""
-    return CookieNames(session=prefix + base, csrf=prefix + base + "_csrf")
+    session, csrf = prefix + base, prefix + base + "_csrf"
+    return CookieNames(session=session, csrf=csrf, all=frozenset((session, csrf)))
 
 
 COOKIE_NAMES = web.AppKey("cookie_names", CookieNames)
+COOKIES = web.RequestKey("cookies", tuple)
 
 
 def identity_header_values(ident: Identity, names: IdentityHeaders) -> list[tuple[str, str]]:
@@ -49,9 +48,17 @@ def _header_safe(value: str) -> str:
     return cleaned.encode("latin-1", "replace").decode("latin-1")
 
 
+def parsed_cookies(request: web.Request) -> tuple[dict[str, str], str]:
+    """(the gateway's cookies, the Cookie header without them), parsed once per request."""
+    if COOKIES in request:
+        return request[COOKIES]
+    header = "; ".join(request.headers.getall("Cookie", ()))
+    request[COOKIES] = split_cookies(header, request.app[COOKIE_NAMES].all)
+    return request[COOKIES]
+
+
 def own_cookies(request: web.Request) -> dict[str, str]:
-    mine, _ = split_cookies(request.headers.get("Cookie", ""), request.app[COOKIE_NAMES].all)
-    return mine
+    return parsed_cookies(request)[0]
 
 
 async def current_session(request: web.Request) -> Session | None:

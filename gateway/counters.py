@@ -26,3 +26,16 @@ DB_POOL = Gauge(
     ["state"],
     multiprocess_mode="livesum",
 )
+
+# labels() takes a lock and builds a key on every call; the hot path reuses children.
+CACHE_HIT = SESSION_CACHE.labels("hit")
+CACHE_MISS = SESSION_CACHE.labels("miss")
+_children: dict[tuple[object, ...], object] = {}
+
+
+def child(metric: Counter | Histogram, *labels: str):
+    key = (metric, *labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found

@@ -12,18 +12,22 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
-from .counters import DB_POOL, REQUESTS
+from .counters import DB_POOL, REQUESTS, child
 from .db import DB_ERRORS
 from .http_util import is_trusted, peer_ip
 from .state import CLOCK, CONFIG, POOL
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-ACTIVE_SESSIONS = "SELECT count(*) FROM sessions WHERE expires_at > $1"
+# What a request would accept: not past absolute expiry, and not idle too long.
+ACTIVE_SESSIONS = """
+SELECT count(*) FROM sessions
+WHERE expires_at > $1 AND (remember OR last_seen > $2)"""
 
 
 def _registry() -> CollectorRegistry:
@@ -37,13 +41,14 @@ def _registry() -> CollectorRegistry:
 
 
 def _route_class(request: web.BaseRequest) -> str:
-    route = request.match_info.route if request.match_info else None
+    # match_info is a (possibly empty, so falsy) mapping: ask for its route directly.
+    route = getattr(request.match_info, "route", None)
     return (route.name if route is not None else None) or "other"
 
 
 async def count_response(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: one count per answer, labelled by the route's name."""
-    REQUESTS.labels(_route_class(request), str(response.status)).inc()
+    child(REQUESTS, _route_class(request), str(response.status)).inc()
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -54,9 +59,11 @@ async def metrics(request: web.Request) -> web.Response:
     # Active sessions are a fact of the database, not of one worker: asked at scrape time.
     with contextlib.suppress(*DB_ERRORS):
         async with request.app[POOL].acquire(timeout=2) as conn:
-            count = await conn.fetchval(ACTIVE_SESSIONS, request.app[CLOCK](), timeout=2)
+            now = request.app[CLOCK]()
+            idle = timedelta(seconds=config.session.idle_timeout)
+            count = await conn.fetchval(ACTIVE_SESSIONS, now, now - idle, timeout=2)
         body += (
-            "# HELP gateway_active_sessions Sessions not past their absolute expiry.\n"
+            "# HELP gateway_active_sessions Sessions a request would accept now.\n"
             "# TYPE gateway_active_sessions gauge\n"
             f"gateway_active_sessions {count}\n"
         ).encode()

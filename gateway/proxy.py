@@ -8,6 +8,7 @@ frame after the same access check as any other request.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 
@@ -16,11 +17,11 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from .auth import COOKIE_NAMES, current_session, identity_header_values
+from .auth import COOKIE_NAMES, current_session, identity_header_values, parsed_cookies
 from .config import Config, Upstream
-from .counters import UPSTREAM_SECONDS
+from .counters import UPSTREAM_SECONDS, child
 from .db import DatabaseUnavailable
-from .http_util import is_trusted, peer_ip, request_id, split_cookies, wants_html
+from .http_util import is_trusted, peer_ip, request_id, wants_html
 from .pages import error_page, login_url, unavailable
 from .paths import BadPath, normalize_host, normalize_path
 from .rules import DENY, PUBLIC
@@ -57,6 +58,16 @@ WEBSOCKET_HANDSHAKE = frozenset(
 )
 
 
+# Headers the gateway sets itself (or rebuilds, like Cookie) are never copied.
+REBUILT = frozenset(
+    {"cookie", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id"}
+)
+REQUEST_DROP = HOP_BY_HOP | REBUILT
+NOTHING: frozenset[str] = frozenset()
+WEBSOCKET_DROP = REQUEST_DROP | WEBSOCKET_HANDSHAKE
+
+
+@functools.lru_cache(maxsize=4096)
 def header_key(name: str) -> str:
     """How a header name compares for spoofing: case, '_' and '.' folded to '-'.
 
@@ -79,11 +90,13 @@ class HeaderRules:
 HEADER_RULES = web.AppKey("header_rules", HeaderRules)
 
 
-def _connection_listed(headers: CIMultiDict[str] | object) -> set[str]:
+def _connection_listed(headers: CIMultiDict[str] | object) -> frozenset[str]:
+    if "Connection" not in headers:  # type: ignore[operator]
+        return NOTHING  # the common case: no set is built
     listed: set[str] = set()
     for value in headers.getall("Connection", ()):  # type: ignore[attr-defined]
         listed.update(token.strip().lower() for token in value.split(","))
-    return listed
+    return frozenset(listed)
 
 
 def upstream_headers(
@@ -91,29 +104,21 @@ def upstream_headers(
 ) -> CIMultiDict[str]:
     config = request.app[CONFIG]
     rules = request.app[HEADER_RULES]
-    drop = HOP_BY_HOP | _connection_listed(request.headers)
-    if websocket:
-        drop = drop | WEBSOCKET_HANDSHAKE
+    listed = _connection_listed(request.headers)
+    drop = WEBSOCKET_DROP if websocket else REQUEST_DROP
+    if listed:
+        drop = drop | listed
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in request.headers.items():
-        lower = name.lower()
-        if lower in drop or header_key(name) in rules.identity_keys:
-            continue
-        if lower in (
-            "cookie",
-            "x-forwarded-for",
-            "x-forwarded-proto",
-            "x-forwarded-host",
-            "x-request-id",
-        ):
+        if name.lower() in drop or header_key(name) in rules.identity_keys:
             continue
         out.add(name, value)
 
     # The app never sees the session token; its own cookies pass untouched.
-    cookie_header = "" if "cookie" in drop else "; ".join(request.headers.getall("Cookie", ()))
-    _, rest = split_cookies(cookie_header, request.app[COOKIE_NAMES].all)
-    if rest:
-        out["Cookie"] = rest
+    if "cookie" not in listed:
+        rest = parsed_cookies(request)[1]
+        if rest:
+            out["Cookie"] = rest
 
     peer = peer_ip(request)
     trusted = is_trusted(peer, config.server.trusted_proxies)
@@ -135,7 +140,8 @@ def upstream_headers(
 
 
 def response_headers(upstream: aiohttp.ClientResponse, own_cookies: frozenset[str]) -> CIMultiDict:
-    drop = HOP_BY_HOP | _connection_listed(upstream.headers)
+    listed = _connection_listed(upstream.headers)
+    drop = HOP_BY_HOP | listed if listed else HOP_BY_HOP
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in upstream.headers.items():
         lower = name.lower()
@@ -174,6 +180,12 @@ def _gateway_timeout(request: web.Request) -> web.Response:
         "The application behind this gateway took too long to answer.",
         code="gateway_timeout",
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _timeout(seconds: int) -> aiohttp.ClientTimeout:
+    # Per read, not per response: a long download is fine while bytes keep coming.
+    return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
 
 
 def is_websocket(request: web.Request) -> bool:
@@ -241,9 +253,7 @@ async def _forward(
 ) -> web.StreamResponse:
     headers = upstream_headers(request, session, request_id(request))
     body = request.content.iter_chunked(CHUNK) if request.body_exists else None
-    timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=upstream.timeout, sock_read=upstream.timeout
-    )
+    timeout = _timeout(upstream.timeout)
     http = request.app[HTTP]
     started = time.perf_counter()
     try:
@@ -261,7 +271,7 @@ async def _forward(
     except aiohttp.ClientError as exc:
         log.warning("upstream %s unreachable: %s", upstream.name, exc)
         return _bad_gateway(request)
-    UPSTREAM_SECONDS.labels(upstream.name).observe(time.perf_counter() - started)
+    child(UPSTREAM_SECONDS, upstream.name).observe(time.perf_counter() - started)
 
     async with upstream_response:
         response = web.StreamResponse(

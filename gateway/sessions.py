@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from .config import SessionConfig
-from .counters import SESSION_CACHE
+from .counters import CACHE_HIT, CACHE_MISS
 from .db import DatabaseUnavailable, connection
 from .session_cache import Entry, SessionCache
 
@@ -175,13 +175,13 @@ class SessionStore:
         now = self.clock()
         entry = self.cache.get(token_hash, now)
         if entry is not None and not self.expired(entry.session, now, entry.last_seen):
-            SESSION_CACHE.labels("hit").inc()
+            CACHE_HIT.inc()
             entry.last_seen = now
             if now - entry.written_last_seen >= TOUCH_INTERVAL:
                 self._touches[token_hash] = now
                 entry.written_last_seen = now
             return entry.session
-        SESSION_CACHE.labels("miss").inc()
+        CACHE_MISS.inc()
         generation = self.cache.generation
         async with self._conn() as conn:
             row = await conn.fetchrow(SELECT_SESSION, token_hash)
