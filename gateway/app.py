@@ -148,8 +148,9 @@ def create_app(config: Config, *, clock: Clock = utc_now) -> web.Application:
     r.add_get(f"{prefix}/metrics", metrics.metrics, name="metrics")
     r.add_static(f"{prefix}/static", resource_dir("templates") / "static", name="static")
     r.add_route("*", prefix, pages.not_found, name="gateway_not_found")
-    r.add_route("*", prefix + "/{tail:.*}", pages.not_found, name="gateway_other")
-    r.add_route("*", "/{tail:.*}", proxy.handle, name="proxy")
+    # [\s\S], not ".": a path with an encoded newline must reach a handler that refuses it.
+    r.add_route("*", prefix + r"/{tail:[\s\S]*}", pages.not_found, name="gateway_other")
+    r.add_route("*", r"/{tail:[\s\S]*}", proxy.handle, name="proxy")
 
     app.on_response_prepare.append(pages.add_security_headers)
     app.on_response_prepare.append(clear_stale_cookie)

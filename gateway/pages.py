@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 from urllib.parse import parse_qs, quote, unquote
 
 import aiohttp_jinja2
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from . import audit, users
 from .auth import (
@@ -27,6 +29,7 @@ from .state import CLEAR_COOKIE, CONFIG, CSRF, PASSWORDS, POOL, SESSIONS, THROTT
 
 log = logging.getLogger(__name__)
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 BAD_CREDENTIALS = "Incorrect username or password."
 THROTTLED = "Too many failed sign-in attempts. Please wait a few minutes and try again."
 FORM_EXPIRED = "Your sign-in form expired or came from another site. Please try again."
@@ -137,8 +140,10 @@ async def _read_form(request: web.Request) -> dict[str, str] | None:
     try:
         data = await request.post()
     except web.HTTPRequestEntityTooLarge:
+        request[GATEWAY_PAGE] = True
         raise
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, LookupError, HttpProcessingError):
+        # Bad encoding, a charset Python does not know, broken multipart framing.
         return None
     return {k: v for k, v in data.items() if isinstance(v, str)}
 
@@ -204,6 +209,9 @@ async def login_post(request: web.Request) -> web.Response:
         return _login_form(request, rd=rd, status=403, error=FORM_EXPIRED)
     username = users.normalize_username(form.get("username", ""))[:MAX_USERNAME_CHARS]
     password = form.get("password", "")
+    if _CONTROL.search(username):
+        # No account can have such a name (and PostgreSQL refuses NUL): wrong, not an outage.
+        return _login_form(request, rd=rd, status=401, error=BAD_CREDENTIALS)
     if not username or not password:
         return _login_form(
             request,
@@ -403,7 +411,10 @@ async def not_found(request: web.Request) -> web.Response:
 
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: every gateway page gets the hardening headers."""
-    if request.get(GATEWAY_PAGE):
+    """on_response_prepare: every gateway page gets the hardening headers.
+
+    Flagged pages, and anything under the prefix (aiohttp's own 404/413 too).
+    """
+    if request.get(GATEWAY_PAGE) or request.path.startswith(request.app[CONFIG].server.prefix):
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)

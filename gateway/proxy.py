@@ -11,6 +11,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -22,7 +23,7 @@ from .config import Config, Upstream
 from .counters import UPSTREAM_SECONDS, child
 from .db import DatabaseUnavailable
 from .http_util import is_trusted, peer_ip, request_id, wants_html
-from .pages import error_page, login_url, unavailable
+from .pages import GATEWAY_PAGE, error_page, login_url, unavailable
 from .paths import BadPath, normalize_host, normalize_path
 from .rules import DENY, PUBLIC
 from .sessions import Session
@@ -154,12 +155,22 @@ def response_headers(upstream: aiohttp.ClientResponse, own_cookies: frozenset[st
     return out
 
 
+def origin_form(request: web.Request) -> str:
+    """The request target as path and query, exactly as the client encoded it.
+
+    An absolute-form target (`GET http://host/x`, RFC 9112 3.2.2) is reduced
+    to its path and query.
+    """
+    raw = request.raw_path
+    return raw if raw.startswith("/") else request.rel_url.raw_path_qs
+
+
 def _target(upstream: Upstream, request: web.Request, scheme: str | None = None) -> URL:
     base = upstream.url
     if scheme:
         base = scheme + base[base.index(":") :]
-    # raw_path keeps the client's exact encoding; the app sees what was sent.
-    return URL(base + request.raw_path, encoded=True)
+    # The client's exact encoding: the app sees what was sent.
+    return URL(base + origin_form(request), encoded=True)
 
 
 def _bad_gateway(request: web.Request) -> web.Response:
@@ -200,7 +211,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     """Everything outside the gateway's own prefix lands here."""
     host = normalize_host(request.host)
     try:
-        path = normalize_path(request.raw_path)
+        path = normalize_path(origin_form(request))
     except BadPath:
         return error_page(
             request, 400, "Bad request", "This address cannot be served.", code="bad_path"
@@ -231,8 +242,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
 
 def _unauthenticated(request: web.Request) -> web.Response:
+    request[GATEWAY_PAGE] = True
     if wants_html(request):
-        raise web.HTTPFound(login_url(request, request.raw_path))
+        raise web.HTTPFound(login_url(request, origin_form(request)))
     return web.json_response(
         {"error": "unauthenticated", "login_url": login_url(request)}, status=401
     )
@@ -248,11 +260,41 @@ def _forbidden(request: web.Request) -> web.Response:
     )
 
 
+async def _request_body(request: web.Request, idle_timeout: float) -> AsyncIterator[bytes]:
+    """The client's body, chunk by chunk; a client that stalls mid-body is cut off.
+
+    Without the limit, a body whose framing breaks after forwarding began
+    (aiohttp never surfaces that error to the stream) would hold the
+    upstream request open forever.
+    """
+    while True:
+        async with asyncio.timeout(idle_timeout):
+            chunk = await request.content.readany()
+        if not chunk:
+            return
+        yield chunk
+
+
+async def _unread_body_closes(request: web.Request, response: web.Response) -> web.Response:
+    """A body left half-read puts the connection in an unknown state: answer, then close.
+
+    Closed right away rather than after aiohttp's lingering read, which would
+    wait on a client whose body framing may already be broken.
+    """
+    if request.body_exists and not request.content.at_eof():
+        response.force_close()
+        await response.prepare(request)
+        await response.write_eof()
+        if request.transport is not None:
+            request.transport.close()  # flushes what was written, then closes
+    return response
+
+
 async def _forward(
     request: web.Request, upstream: Upstream, session: Session | None
 ) -> web.StreamResponse:
     headers = upstream_headers(request, session, request_id(request))
-    body = request.content.iter_chunked(CHUNK) if request.body_exists else None
+    body = _request_body(request, upstream.timeout) if request.body_exists else None
     timeout = _timeout(upstream.timeout)
     http = request.app[HTTP]
     started = time.perf_counter()
@@ -267,10 +309,10 @@ async def _forward(
         )
     except TimeoutError:
         log.warning("upstream %s timed out", upstream.name)
-        return _gateway_timeout(request)
+        return await _unread_body_closes(request, _gateway_timeout(request))
     except aiohttp.ClientError as exc:
         log.warning("upstream %s unreachable: %s", upstream.name, exc)
-        return _bad_gateway(request)
+        return await _unread_body_closes(request, _bad_gateway(request))
     child(UPSTREAM_SECONDS, upstream.name).observe(time.perf_counter() - started)
 
     async with upstream_response:
@@ -279,6 +321,11 @@ async def _forward(
             reason=upstream_response.reason,
             headers=response_headers(upstream_response, request.app[COOKIE_NAMES].all),
         )
+        if "Upgrade" in request.headers:
+            # An upgrade we did not perform (h2c, or websocket on a plain route):
+            # aiohttp's parser drops whatever was pipelined behind it, so this
+            # connection must not be reused.
+            response.force_close()
         await response.prepare(request)
         if request.method == "HEAD":
             return response
@@ -306,6 +353,15 @@ async def _relay_websocket(
         for p in value.split(",")
         if p.strip()
     ]
+    if not web.WebSocketResponse().can_prepare(request).ok:
+        # A broken client handshake: refuse before opening anything upstream.
+        return error_page(
+            request,
+            400,
+            "Bad request",
+            "This WebSocket handshake is invalid.",
+            code="bad_websocket",
+        )
     scheme = "wss" if upstream.url.startswith("https") else "ws"
     try:
         to_app = await request.app[HTTP].ws_connect(
@@ -318,6 +374,12 @@ async def _relay_websocket(
         )
     except TimeoutError:
         return _gateway_timeout(request)
+    except aiohttp.WSServerHandshakeError as exc:
+        # The app answered, just not with 101 (a plain HTTP route): its status
+        # is the honest answer, as nginx would pass it on.
+        response = web.Response(status=exc.status if 200 <= exc.status < 600 else 502)
+        response.force_close()
+        return response
     except aiohttp.ClientError as exc:
         log.warning("upstream %s websocket failed: %s", upstream.name, exc)
         return _bad_gateway(request)
@@ -325,7 +387,6 @@ async def _relay_websocket(
     to_client = web.WebSocketResponse(
         protocols=[to_app.protocol] if to_app.protocol else (), max_msg_size=0, autoping=True
     )
-    await to_client.prepare(request)
 
     async def pump(source, sink) -> None:
         async for message in source:
@@ -338,6 +399,7 @@ async def _relay_websocket(
         await sink.close(code=source.close_code or aiohttp.WSCloseCode.OK)
 
     try:
+        await to_client.prepare(request)
         tasks = [
             asyncio.create_task(pump(to_client, to_app)),
             asyncio.create_task(pump(to_app, to_client)),
