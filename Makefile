@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint format clean
+.PHONY: demo test lint format clean bench
 
 $(BIN)/gateway: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
@@ -20,13 +20,17 @@ demo: $(BIN)/gateway
 test: $(BIN)/gateway
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
+# Load test beside nginx (installs nginx and wrk when missing); writes bench/RESULTS.md.
+bench: $(BIN)/gateway
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 lint: $(BIN)/gateway
-	$(BIN)/ruff check gateway tests
-	$(BIN)/ruff format --check gateway tests
+	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff format --check gateway tests bench
 
 format: $(BIN)/gateway
-	$(BIN)/ruff format gateway tests
-	$(BIN)/ruff check --fix gateway tests
+	$(BIN)/ruff format gateway tests bench
+	$(BIN)/ruff check --fix gateway tests bench
 
 clean:
 	rm -rf $(VENV) .gateway .pytest_cache build dist

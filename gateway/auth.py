@@ -103,8 +103,8 @@ def clear_session_cookie(response: web.StreamResponse, request: web.Request) -> 
     )
 
 
-async def clear_stale_cookie(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: a dead session's cookie is removed from the browser.
+def clear_stale_cookie(request: web.Request, response: web.StreamResponse) -> None:
+    """Before headers go out: a dead session's cookie is removed from the browser.
 
     A signal rather than a middleware so it also reaches streamed proxy
     responses, whose headers are sent before a middleware would see them.

@@ -17,7 +17,7 @@ from multidict import CIMultiDict
 
 from .auth import current_session, identity_header_values
 from .db import DatabaseUnavailable
-from .http_util import is_trusted, peer_ip
+from .http_util import peer_trusted
 from .paths import BadPath, normalize_host, normalize_path
 from .rules import DENY, PUBLIC
 from .state import CONFIG, RULES
@@ -129,7 +129,7 @@ def _status(status: int, reason: str) -> web.Response:
 
 async def handle_auth(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
-    if not is_trusted(peer_ip(request), config.server.trusted_proxies):
+    if not peer_trusted(request):
         # Only a trusted proxy may describe "the original request"; anyone
         # else could simply claim to be asking about a public path.
         return _status(403, "untrusted-peer")

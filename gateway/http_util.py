@@ -7,28 +7,41 @@ import ipaddress
 import itertools
 import re
 import secrets
+from collections.abc import Callable
 
 from aiohttp import web
 
 from .config import Config, IPNetwork
-from .state import CONFIG, REQUEST_ID
+from .state import REQUEST_ID, TRUSTED_PEER
 
 
 def peer_ip(request: web.BaseRequest) -> str:
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    if isinstance(peer, tuple) and peer:
-        return str(peer[0])
-    return ""
+    # aiohttp's `remote` is the socket's peer, read once per connection and
+    # cached per request; asking the transport again costs a syscall each time.
+    return request.remote or ""
 
 
-@functools.lru_cache(maxsize=4096)
 def is_trusted(ip: str, trusted: tuple[IPNetwork, ...]) -> bool:
-    """Memoised: the same few peers ask on every request, and parsing an address is not free."""
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
         return False
     return any(addr in net for net in trusted)
+
+
+def trusted_peer_check(trusted: tuple[IPNetwork, ...]) -> Callable[[str], bool]:
+    """A memoised `ip -> is it a trusted proxy?` for one config (built once per app)."""
+
+    @functools.lru_cache(maxsize=4096)
+    def check(ip: str) -> bool:
+        return is_trusted(ip, trusted)
+
+    return check
+
+
+def peer_trusted(request: web.BaseRequest) -> bool:
+    """Is the socket's peer one of server.trusted_proxies? (Asked on every request.)"""
+    return request.app[TRUSTED_PEER](request.remote or "")
 
 
 def client_ip(request: web.BaseRequest, config: Config) -> str:
@@ -94,8 +107,7 @@ def request_id(request: web.Request) -> str:
     if REQUEST_ID in request:
         return request[REQUEST_ID]
     incoming = request.headers.get("X-Request-ID", "")
-    trusted = request.app[CONFIG].server.trusted_proxies
-    if not (incoming and _REQUEST_ID.fullmatch(incoming) and is_trusted(peer_ip(request), trusted)):
+    if not (incoming and _REQUEST_ID.fullmatch(incoming) and peer_trusted(request)):
         incoming = f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"  # 32 hex digits, like a UUID
     request[REQUEST_ID] = incoming
     return incoming

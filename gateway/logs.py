@@ -84,6 +84,6 @@ def access_logger(config: LogConfig) -> logging.Logger | None:
     return logging.getLogger(ACCESS_LOGGER) if config.access_log else None
 
 
-async def tag_response(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: every answer names its request id, for matching up logs."""
+def tag_response(request: web.Request, response: web.StreamResponse) -> None:
+    """Before headers go out: every answer names its request id, for matching up logs."""
     response.headers.setdefault("X-Request-ID", request_id(request))

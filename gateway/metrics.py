@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from .counters import DB_POOL, REQUESTS, child
 from .db import DB_ERRORS
-from .http_util import is_trusted, peer_ip
+from .http_util import peer_trusted
 from .state import CLOCK, CONFIG, POOL
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -46,14 +46,14 @@ def _route_class(request: web.BaseRequest) -> str:
     return (route.name if route is not None else None) or "other"
 
 
-async def count_response(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: one count per answer, labelled by the route's name."""
+def count_response(request: web.Request, response: web.StreamResponse) -> None:
+    """Before headers go out: one count per answer, labelled by the route's name."""
     child(REQUESTS, _route_class(request), str(response.status)).inc()
 
 
 async def metrics(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
-    if not is_trusted(peer_ip(request), config.server.trusted_proxies):
+    if not peer_trusted(request):
         return web.Response(status=403, text="metrics are for trusted proxies only\n")
     body = generate_latest(_registry())
     # Active sessions are a fact of the database, not of one worker: asked at scrape time.

@@ -410,8 +410,8 @@ async def not_found(request: web.Request) -> web.Response:
     )
 
 
-async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: every gateway page gets the hardening headers.
+def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Before headers go out: every gateway page gets the hardening headers.
 
     Flagged pages, and anything under the prefix (aiohttp's own 404/413 too).
     """

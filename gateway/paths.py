@@ -15,6 +15,8 @@ import re
 from urllib.parse import unquote_to_bytes
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Characters that can never change what a path means: no '%', ';', '\\' or controls.
+_PLAIN = re.compile(r"[A-Za-z0-9/._~!$&'()*+,=:@-]*")
 
 
 class BadPath(ValueError):
@@ -26,6 +28,8 @@ def normalize_path(raw: str) -> str:
     path = raw.split("?", 1)[0].split("#", 1)[0]
     if not path.startswith("/"):
         raise BadPath(raw)
+    if _PLAIN.fullmatch(path) and "//" not in path and "/." not in path:
+        return path  # the common case: nothing to decode, resolve or merge
     try:
         decoded = unquote_to_bytes(path).decode("utf-8")
     except UnicodeDecodeError:

@@ -22,12 +22,12 @@ from .auth import COOKIE_NAMES, current_session, identity_header_values, parsed_
 from .config import Config, Upstream
 from .counters import UPSTREAM_SECONDS, child
 from .db import DatabaseUnavailable
-from .http_util import is_trusted, peer_ip, request_id, wants_html
+from .http_util import peer_trusted, request_id, wants_html
 from .pages import GATEWAY_PAGE, error_page, login_url, unavailable
 from .paths import BadPath, normalize_host, normalize_path
 from .rules import DENY, PUBLIC
 from .sessions import Session
-from .state import CONFIG, HTTP, RULES, UPSTREAM_NAME, UPSTREAMS
+from .state import HTTP, RULES, UPSTREAM_NAME, UPSTREAMS
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,6 @@ def _connection_listed(headers: CIMultiDict[str] | object) -> frozenset[str]:
 def upstream_headers(
     request: web.Request, session: Session | None, rid: str, *, websocket: bool = False
 ) -> CIMultiDict[str]:
-    config = request.app[CONFIG]
     rules = request.app[HEADER_RULES]
     listed = _connection_listed(request.headers)
     drop = WEBSOCKET_DROP if websocket else REQUEST_DROP
@@ -121,8 +120,8 @@ def upstream_headers(
         if rest:
             out["Cookie"] = rest
 
-    peer = peer_ip(request)
-    trusted = is_trusted(peer, config.server.trusted_proxies)
+    peer = request.remote or ""
+    trusted = peer_trusted(request)
     # Several X-Forwarded-For lines are one list (RFC 9110 5.3): keep them all.
     forwarded_for = ", ".join(request.headers.getall("X-Forwarded-For", ())) if trusted else ""
     out["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
@@ -216,13 +215,14 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return error_page(
             request, 400, "Bad request", "This address cannot be served.", code="bad_path"
         )
-    upstream = request.app[UPSTREAMS].match(host, path)
+    app = request.app  # a property that walks the match info: read it once
+    upstream = app[UPSTREAMS].match(host, path)
     if upstream is None:
         return error_page(
             request, 404, "Not found", "No application is configured here.", code="not_found"
         )
     request[UPSTREAM_NAME] = upstream.name
-    decision = request.app[RULES].decide(host, path, request.method)
+    decision = app[RULES].decide(host, path, request.method)
     if decision.policy == DENY:
         return _forbidden(request)
     try:
@@ -326,20 +326,23 @@ async def _forward(
             # aiohttp's parser drops whatever was pipelined behind it, so this
             # connection must not be reused.
             response.force_close()
-        await response.prepare(request)
-        if request.method == "HEAD":
-            return response
         try:
+            await response.prepare(request)
+            if request.method == "HEAD":
+                return response
             async for chunk in upstream_response.content.iter_chunked(CHUNK):
                 await response.write(chunk)
+            await response.write_eof()
+        except ConnectionResetError:
+            # The client went away mid-response (aiohttp's ClientConnectionResetError
+            # is one): nobody is left to answer, and it is not the upstream's fault.
+            log.debug("client left during the response from %s", upstream.name)
         except (TimeoutError, aiohttp.ClientError) as exc:
             # Headers are gone already: the only honest signal left is to cut
             # the connection, so the client cannot take a truncated body as whole.
             log.warning("upstream %s failed mid-response: %r", upstream.name, exc)
             if request.transport is not None:
                 request.transport.abort()
-            return response
-    await response.write_eof()
     return response
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import aiohttp
 import asyncpg
 from aiohttp import web
@@ -27,6 +29,8 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 RULES = web.AppKey("rules", RuleSet)
 UPSTREAMS = web.AppKey("upstreams", UpstreamTable)
 THROTTLE = web.AppKey("throttle", Throttle)
+# ip -> in server.trusted_proxies? memoised (http_util.trusted_peer_check)
+TRUSTED_PEER = web.AppKey("trusted_peer", Callable[[str], bool])
 
 # Resolved once per request by auth.current_session, whoever asks first.
 SESSION = web.RequestKey("session", Session | None)
