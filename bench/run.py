@@ -47,6 +47,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 EXAMPLE = ROOT / "examples" / "nginx" / "gateway.conf"
 RESULTS = BENCH / "RESULTS.md"
+PROFILE = BENCH / "PROFILE.md"
 LOGIN_LUA = BENCH / "login.lua"
 BARE_PROXY = BENCH / "bare_proxy.py"
 
@@ -956,6 +957,9 @@ def write_results(
         lines.append(f"| {ratio.name} | {ratio.value} | {target} | {ratio.verdict} |")
     if notes:
         lines += ["", "## Notes", "", *[f"- {note}" for note in notes]]
+    # The hand-kept record of what was profiled and changed survives every re-run.
+    if PROFILE.exists():
+        lines += ["", PROFILE.read_text("utf-8").strip()]
     lines += ["", "## Raw wrk output", ""]
     for s in scenarios:
         if s.result:
