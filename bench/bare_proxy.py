@@ -22,7 +22,6 @@ N processes share one port with SO_REUSEPORT, like `gateway serve --workers N`
 from __future__ import annotations
 
 import argparse
-import asyncio
 import multiprocessing
 import signal
 import sys
@@ -34,36 +33,17 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+# The same constant and loop switch as the gateway, so the floor differs only in duties.
+from gateway.proxy import HOP_BY_HOP
+from gateway.server import use_uvloop
+
 CHUNK = 64 * 1024
 TIMEOUT = 60.0
 SHUTDOWN_TIMEOUT = 10.0
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 UPSTREAM = web.AppKey("upstream", str)
-
-
-def use_uvloop() -> bool:
-    """The same switch as gateway.server.use_uvloop: uvloop when it is installed."""
-    try:
-        import uvloop
-    except ImportError:
-        return False
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return True
 
 
 def _drop(headers) -> frozenset[str] | set[str]:

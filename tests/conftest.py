@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -32,6 +33,31 @@ from gateway.echo import create_echo_app
 from gateway.passwords import Passwords
 
 PASSWORD = "correct horse battery staple"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cli_env(db_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a `python -m gateway` subprocess on this test's database.
+
+    No GATEWAY_* from the developer's shell leaks in; PYTHONPATH finds this checkout.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("GATEWAY_") and k != "PROMETHEUS_MULTIPROC_DIR"
+    }
+    env["GATEWAY_DATABASE_URL"] = db_url
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p
+    )
+    env.update(extra or {})
+    return env
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,7 @@ in tmp_path, so no ./config.toml is found unless a test writes one.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import sys
 import uuid
 from dataclasses import dataclass
@@ -20,9 +18,8 @@ import aiohttp
 import argon2
 import asyncpg
 import pytest
-from conftest import PASSWORD, create_user, fresh_get, sign_in
+from conftest import PASSWORD, cli_env, create_user, free_port, fresh_get, sign_in
 
-REPO = Path(__file__).resolve().parent.parent
 NEW_PASSWORD = "a brand new password"
 
 
@@ -42,16 +39,6 @@ class Run:
             f"gateway {' '.join(self.args)} -> {self.returncode}\n"
             f"stdout:\n{self.stdout}\nstderr:\n{self.stderr}"
         )
-
-
-def cli_env(db_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "GATEWAY_CONFIG"}
-    env["GATEWAY_DATABASE_URL"] = db_url
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p
-    )
-    env.update(extra or {})
-    return env
 
 
 async def start_cli(
@@ -527,12 +514,6 @@ async def test_serve_with_a_bad_config_exits_2_naming_the_key(cli, tmp_path):
     run = await cli("serve", "-c", "bad.toml", timeout=20)
 
     assert_one_line_error(run, "bad.toml", "server.lisen", status=2)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize("workers", [1, 2])

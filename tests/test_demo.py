@@ -6,19 +6,13 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import sys
 from pathlib import Path
 
 import aiohttp
+from conftest import free_port
 
 from gateway.csrf import FIELD
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_demo_serves_the_whole_flow(tmp_path: Path):

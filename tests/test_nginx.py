@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import PASSWORD, create_user
+from conftest import PASSWORD, create_user, free_port
 from upstreams import raw_request
 from yarl import URL
 
@@ -43,12 +43,6 @@ RULES = [
     {"path": "/finance/", "groups": ["finance"]},
     {"path": "(?i)^/reports(/|$)", "regex": True, "policy": "deny"},
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def render_example(nginx_port: int, gateway_port: int, app_port: int) -> str:

@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,7 +28,7 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import PASSWORD, create_user, fresh_get, sign_in
+from conftest import PASSWORD, cli_env, create_user, free_port, fresh_get, sign_in
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import maintenance
@@ -45,19 +44,12 @@ from gateway.config import (
 from gateway.logs import ACCESS_LOGGER, AccessLogger, setup_logging
 from gateway.state import CONFIG, POOL
 
-REPO = Path(__file__).resolve().parent.parent
 PUBLIC_RULE = [{"path": "/public/", "policy": "public"}]
 JSON_ACCEPT = {"Accept": "application/json"}
 HEX_ID = re.compile(r"[0-9a-f]{32}")
 
 
 # -- helpers ---------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def metric(text: str, sample: str, **labels: str) -> float:
@@ -127,20 +119,6 @@ def received(facts: dict, header: str) -> list[str]:
 
 
 # -- CLI / serve subprocesses ------------------------------------------------------
-
-
-def cli_env(db_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("GATEWAY_") and k != "PROMETHEUS_MULTIPROC_DIR"
-    }
-    env["GATEWAY_DATABASE_URL"] = db_url
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p
-    )
-    env.update(extra or {})
-    return env
 
 
 @dataclass

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,32 +28,16 @@ import aiohttp
 import asyncpg
 import psutil
 import pytest
-from conftest import PASSWORD, create_user
+from conftest import PASSWORD, cli_env, create_user, free_port
 
 from gateway.session_cache import LISTENER_APPLICATION_NAME
 
-REPO = Path(__file__).resolve().parent.parent
 API = {"Accept": "application/json"}
 COOKIE = "gateway_session"  # http public URL, no domain: no __Host- prefix
 REFUSAL_BUDGET = 0.1  # seconds: the issue's "within 100 ms"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 _HITS = re.compile(r'^gateway_session_cache_total\{result="hit"\} (\S+)$', re.M)
 _MISSES = re.compile(r'^gateway_session_cache_total\{result="miss"\} (\S+)$', re.M)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def cli_env(db_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("GATEWAY_CONFIG", "GATEWAY_LISTEN")}
-    env["GATEWAY_DATABASE_URL"] = db_url
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p
-    )
-    return env
 
 
 def report(what: str, seconds: float) -> None:
