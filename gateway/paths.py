@@ -55,6 +55,21 @@ def normalize_path(raw: str) -> str:
     return "/" + "/".join(out)
 
 
+_HOST = re.compile(
+    r"(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\])(?::(?P<port>[0-9]{1,5}))?"
+)
+
+
+def valid_host(host: str) -> bool:
+    """A Host header an app can be asked with: a name or IP literal, optional port.
+
+    Anything else (spaces, slashes, '@', raw non-ASCII, unbalanced brackets,
+    a port over 65535) is refused rather than forwarded to the app verbatim.
+    """
+    match = _HOST.fullmatch(host)
+    return match is not None and int(match.group("port") or 0) <= 65535
+
+
 def normalize_host(host: str) -> str:
     """'Example.COM.:8080' -> 'example.com'; '[::1]:8080' -> '::1'."""
     host = host.strip().lower()

@@ -24,7 +24,7 @@ from .counters import UPSTREAM_SECONDS, child
 from .db import DatabaseUnavailable
 from .http_util import peer_trusted, request_id, wants_html
 from .pages import GATEWAY_PAGE, error_page, login_url, unavailable
-from .paths import BadPath, normalize_host, normalize_path
+from .paths import BadPath, normalize_host, normalize_path, valid_host
 from .rules import DENY, PUBLIC
 from .sessions import Session
 from .state import HTTP, RULES, UPSTREAM_NAME, UPSTREAMS
@@ -208,6 +208,10 @@ def is_websocket(request: web.Request) -> bool:
 
 async def handle(request: web.Request) -> web.StreamResponse:
     """Everything outside the gateway's own prefix lands here."""
+    if not valid_host(request.host):
+        return error_page(
+            request, 400, "Bad request", "This host name is not valid.", code="bad_host"
+        )
     host = normalize_host(request.host)
     try:
         path = normalize_path(origin_form(request))

@@ -774,7 +774,9 @@ async def test_nonsense_host_headers_never_5xx(gateway, alice, db):
                 assert response.status < 500, (host, target, response.status, response.text)
                 for marker in LEAKS:
                     assert marker not in response.text, (host, target, marker)
-        # Anonymous requests never reached the upstream, whatever the Host said.
+        # A nonsense Host is refused (400), never forwarded to the app verbatim...
+        assert [s.raw_path for s in app.seen] == [], app.seen
+        # ...and anonymous requests never reached the upstream, whatever the Host said.
         assert all(
             dict((k.lower(), v) for k, v in s.headers).get("x-remote-user") == "alice"
             for s in app.seen

@@ -13,7 +13,7 @@ from multidict import CIMultiDict
 from gateway.config import Rule
 from gateway.forward_auth import OriginalRequest, Unparseable, original_request
 from gateway.pages import rd_from_query
-from gateway.paths import BadPath, normalize_host, normalize_path
+from gateway.paths import BadPath, normalize_host, normalize_path, valid_host
 from gateway.rules import AUTHENTICATED, DENY, PUBLIC, RuleSet
 
 # --- normalize_path ---------------------------------------------------------
@@ -495,3 +495,46 @@ def test_the_deny_rule_is_not_a_blanket(path, policy):
 )
 def test_rd_from_query(query, rd):
     assert rd_from_query(query) == rd
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "example.com",
+        "example.com:8080",
+        "127.0.0.1:18080",
+        "[::1]",
+        "[::1]:8080",
+        "a_b.internal",
+        "localhost",
+        "xn--bcher-kva.example",
+    ],
+)
+def test_valid_host(host):
+    assert valid_host(host)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "",
+        "../../etc",
+        "a b",
+        "h" * 1024,
+        "[::1",
+        "[::1]:x",
+        ":",
+        "::::",
+        "\u00e9.example",
+        "example.com:99999",
+        "example.com:-1",
+        "[]",
+        "@",
+        "a/b",
+        "a\\b",
+        "x.com:",
+        "a@b.com",
+    ],
+)
+def test_nonsense_host_is_not_valid(host):
+    assert not valid_host(host)

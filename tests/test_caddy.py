@@ -1,0 +1,365 @@
+"""A real Caddy 2 running the shipped examples/caddy/Caddyfile in front of the gateway.
+
+The Caddyfile is the one operators copy, changed only in its three addresses
+(the site becomes plain http on a free port, so no ACME). A global options
+block turns the admin endpoint off (it would otherwise bind the fixed port
+2019), and HOME/XDG_* point into the test's tmp dir, so Caddy writes nothing
+outside it. Skipped with a hint when caddy is not installed; required in CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from conftest import PASSWORD, free_port
+from upstreams import raw_request
+from yarl import URL
+
+from gateway.app import create_app
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "caddy" / "Caddyfile"
+CADDY = shutil.which("caddy")
+
+if CADDY is None:
+    if os.environ.get("CI"):
+        raise RuntimeError("caddy is required in CI (.ci/run installs it)")
+    pytest.skip(
+        "caddy not installed: `apt-get install caddy` to run the Caddy integration tests",
+        allow_module_level=True,
+    )
+
+RULES = [
+    {"path": "/public/", "policy": "public"},
+    {"path": "/admin/", "policy": "deny"},
+]
+
+# Only what a sandboxed run needs: no admin endpoint on the fixed localhost:2019.
+GLOBAL_OPTIONS = "{\n\tadmin off\n}\n\n"
+
+IDENTITY = {"x-remote-user", "x-remote-email", "x-remote-name", "x-remote-groups"}
+
+
+def render_example(caddy_port: int, gateway_port: int, app_port: int) -> str:
+    """The shipped Caddyfile with only the site address and the two upstreams changed."""
+    text = EXAMPLE.read_text()
+    replacements = [
+        (r"(?m)^app\.example\.com \{$", f"http://127.0.0.1:{caddy_port} {{"),
+        (r"(?m)^(\s*reverse_proxy) 127\.0\.0\.1:8080$", rf"\1 127.0.0.1:{gateway_port}"),
+        (r"(?m)^(\s*forward_auth) 127\.0\.0\.1:8080 \{$", rf"\1 127.0.0.1:{gateway_port} {{"),
+        (r"(?m)^(\s*reverse_proxy) 127\.0\.0\.1:9000$", rf"\1 127.0.0.1:{app_port}"),
+    ]
+    for pattern, value in replacements:
+        text, count = re.subn(pattern, value, text)
+        assert count == 1, f"examples/caddy/Caddyfile no longer has exactly one {pattern!r}"
+    config_lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    for address in ("app.example.com", ":8080", ":9000"):
+        assert not any(address in line for line in config_lines), f"{address} left unreplaced"
+    return GLOBAL_OPTIONS + text
+
+
+@dataclass
+class Stack:
+    base: str  # Caddy's address: everything goes through it
+    port: int
+    log: Path
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, make_config, echo_server, clock) -> AsyncIterator[Stack]:
+    caddy_port = free_port()
+    base = f"http://127.0.0.1:{caddy_port}"
+    # trusted_proxies stays the default (127.0.0.1/32, ::1/128): Caddy's address.
+    config = make_config(server={"public_url": base}, rule=RULES)
+    gateway = TestClient(TestServer(create_app(config, clock=clock), host="127.0.0.1"))
+    await gateway.start_server()
+    caddyfile = tmp_path / "Caddyfile"
+    caddyfile.write_text(render_example(caddy_port, gateway.port, echo_server.port))
+    home = tmp_path / "home"
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_DATA_HOME": str(home / "data"),
+    }
+    log = tmp_path / "caddy.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [CADDY, "run", "--config", str(caddyfile), "--adapter", "caddyfile"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=env,
+        )
+    try:
+        for _ in range(200):
+            try:
+                with socket.create_connection(("127.0.0.1", caddy_port), timeout=0.2):
+                    break
+            except OSError:
+                assert proc.poll() is None, log.read_text()
+                await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"caddy did not listen on {caddy_port}:\n{log.read_text()}")
+        yield Stack(base, caddy_port, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        await gateway.close()
+
+
+def browser() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+def hidden(html: str, name: str) -> str:
+    match = re.search(rf'name="{name}" value="([^"]*)"', html)
+    assert match, f"no hidden {name} on the page"
+    return match.group(1).replace("&amp;", "&")
+
+
+async def login_through_caddy(
+    http: aiohttp.ClientSession, stack: Stack, user: str = "alice", target: str = "/"
+) -> URL:
+    """Anonymous visit -> 302 to login -> form -> POST -> 303 back. Returns the final Location."""
+    first = await http.get(
+        stack.base + target, headers={"Accept": "text/html"}, allow_redirects=False
+    )
+    assert first.status == 302, await first.text()
+    page = await http.get(URL(stack.base).join(URL(first.headers["Location"])))
+    assert page.status == 200
+    html = await page.text()
+    response = await http.post(
+        stack.base + "/_gateway/login",
+        data={
+            "csrf_token": hidden(html, "csrf_token"),
+            "rd": hidden(html, "rd"),
+            "username": user,
+            "password": PASSWORD,
+        },
+        headers={"Origin": stack.base},
+        allow_redirects=False,
+    )
+    assert response.status == 303, await response.text()
+    return URL(response.headers["Location"])
+
+
+def session_cookie(http: aiohttp.ClientSession) -> str:
+    for cookie in http.cookie_jar:
+        if cookie.key == "gateway_session":
+            return cookie.value
+    raise AssertionError("no session cookie")
+
+
+async def signed_in_token(stack: Stack) -> str:
+    async with browser() as http:
+        await login_through_caddy(http, stack)
+        return session_cookie(http)
+
+
+def identity_seen(seen: list[list[str]]) -> dict[str, list[str]]:
+    """Identity headers the app received, under any spelling (X_Remote_User, X.Remote.User)."""
+    found: dict[str, list[str]] = {}
+    for name, value in seen:
+        canonical = name.lower().replace("_", "-").replace(".", "-")
+        if canonical in IDENTITY:
+            found.setdefault(canonical, []).append(value)
+    return found
+
+
+async def test_full_browser_flow_through_caddy(stack, alice):
+    target = "/dashboard?x=1&y=2"
+    original = stack.base + target
+    async with browser() as http:
+        # 1. anonymous -> 302 to the login page; rd is the full original URL, port included
+        first = await http.get(original, headers={"Accept": "text/html"}, allow_redirects=False)
+        assert first.status == 302, await first.text()
+        assert first.headers["Location"] == f"/_gateway/login?rd={original}"
+        # 2. the login page (through Caddy) carries that rd, query and all
+        page = await http.get(URL(stack.base).join(URL(first.headers["Location"])))
+        assert page.status == 200
+        html = await page.text()
+        assert hidden(html, "rd") == original
+        # 3. sign in through Caddy: 303 back to exactly the original URL
+        response = await http.post(
+            stack.base + "/_gateway/login",
+            data={
+                "csrf_token": hidden(html, "csrf_token"),
+                "rd": hidden(html, "rd"),
+                "username": "alice",
+                "password": PASSWORD,
+            },
+            headers={"Origin": stack.base},
+            allow_redirects=False,
+        )
+        assert response.status == 303, await response.text()
+        assert response.headers["Location"] == original
+        # 4. the app (through Caddy) sees who it is, and the original path and query
+        app = await http.get(original, headers={"Accept": "application/json"})
+        assert app.status == 200
+        body = await app.json()
+        assert body["path"] == target
+        assert identity_seen(body["headers"]) == {
+            "x-remote-user": ["alice"],
+            "x-remote-email": ["alice@example.com"],
+            "x-remote-name": ["Alice"],
+            "x-remote-groups": ["staff"],
+        }
+        token = session_cookie(http)
+
+        # 5. sign out through Caddy
+        page = await http.get(f"{stack.base}/_gateway/logout")
+        out = await http.post(
+            f"{stack.base}/_gateway/logout",
+            data={"csrf_token": hidden(await page.text(), "csrf_token")},
+            headers={"Origin": stack.base},
+        )
+        assert out.status == 200
+        assert out.headers["Clear-Site-Data"] == '"cookies"'
+
+    # 6. the old cookie, replayed through Caddy, gets the login redirect, never the app
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as replay:
+        response = await replay.get(
+            original,
+            headers={"Cookie": f"gateway_session={token}", "Accept": "text/html"},
+            allow_redirects=False,
+        )
+        assert response.status == 302
+        assert response.headers["Location"] == f"/_gateway/login?rd={original}"
+        api = await replay.get(
+            f"{stack.base}/api/data",
+            headers={"Cookie": f"gateway_session={token}"},
+            allow_redirects=False,
+        )
+        assert api.status in (302, 401)
+        assert "x-remote-user" not in (await api.text()).lower()
+
+
+SPOOFS = [
+    ("X-Remote-User", "mallory"),
+    ("x-remote-user", "mallory"),
+    ("X_Remote_User", "mallory"),
+    ("X-Remote_User", "mallory"),
+    ("X.Remote.User", "mallory"),
+    ("X-Remote-Groups", "admins"),
+    ("X_Remote_Groups", "admins"),
+    ("X-Remote-Email", "mallory@evil.example"),
+    ("X-Remote-Name", "Mallory"),
+]
+
+
+async def test_spoofed_identity_headers_never_reach_the_app(stack, alice):
+    token = await signed_in_token(stack)
+    signed_in = await raw_request(
+        "127.0.0.1",
+        stack.port,
+        "GET",
+        "/whoami",
+        [("Cookie", f"gateway_session={token}"), ("Accept", "application/json"), *SPOOFS],
+    )
+    assert signed_in.status == 200, signed_in.text
+    seen = identity_seen(signed_in.json()["headers"])
+    assert seen == {
+        "x-remote-user": ["alice"],
+        "x-remote-email": ["alice@example.com"],
+        "x-remote-name": ["Alice"],
+        "x-remote-groups": ["staff"],
+    }
+
+    # A public path, not signed in: no identity header at all (neither the
+    # client's nor Caddy's unexpanded "{http.reverse_proxy.header.…}" text).
+    public = await raw_request(
+        "127.0.0.1", stack.port, "GET", "/public/page", [("Accept", "application/json"), *SPOOFS]
+    )
+    assert public.status == 200, public.text
+    assert identity_seen(public.json()["headers"]) == {}
+
+
+DENIED_SPELLINGS = [
+    "/admin",
+    "/admin/",
+    "/admin/x",
+    "//admin/x",
+    "/./admin/x",
+    "/%61dmin/x",
+    "/public/../admin/x",
+    "/public/%2e%2e/admin/x",
+    "/admin;x=1/y",
+    "/public/..%2Fadmin/x",
+    # Caddy routes /_gateway/* straight to the gateway: no way out of it either.
+    "/_gateway/../admin/x",
+    "/_gateway/%2e%2e/admin/x",
+    "/_GATEWAY/../admin/x",
+]
+
+
+async def test_deny_rule_holds_for_every_spelling(stack, alice):
+    token = await signed_in_token(stack)
+    cookie = [("Cookie", f"gateway_session={token}"), ("Accept", "application/json")]
+    statuses = {}
+    for path in DENIED_SPELLINGS:
+        response = await raw_request("127.0.0.1", stack.port, "GET", path, cookie)
+        statuses[path] = response.status
+    # 403 from the gateway's verdict, or 400 where a spelling cannot be read.
+    assert all(status in (400, 403) for status in statuses.values()), statuses
+    # ...while the same cookie does open an ordinary path (the 403s are not a broken login).
+    ok = await raw_request("127.0.0.1", stack.port, "GET", "/dashboard", cookie)
+    assert ok.status == 200
+
+
+async def test_client_sent_original_request_headers_do_not_open_admin(stack, alice):
+    """Caddy's forward_auth copies the client's headers onto the auth request; it
+    sets X-Forwarded-Method/-Uri/-Host itself but passes a client's X-Original-URL
+    (nginx's header) through. Naming a public path there must not open /admin/."""
+    token = await signed_in_token(stack)
+    lies = [
+        [("X-Original-URL", f"{stack.base}/public/x")],
+        [("X-Original-URL", f"{stack.base}/public/x"), ("X-Original-Method", "GET")],
+        [("X-Original-URL", "http://elsewhere.example/public/x")],
+        [("X-Forwarded-Uri", "/public/x"), ("X-Forwarded-Host", "127.0.0.1")],
+        [("X-Forwarded-Uri", "/public/x"), ("X-Original-URL", f"{stack.base}/public/x")],
+    ]
+    for cookie in ([], [("Cookie", f"gateway_session={token}")]):
+        for headers in lies:
+            response = await raw_request(
+                "127.0.0.1",
+                stack.port,
+                "GET",
+                "/admin/x",
+                [("Accept", "application/json"), *cookie, *headers],
+            )
+            # 400: the two styles disagree; 403: Caddy replaced the lie, the real path is denied.
+            assert response.status in (400, 403), (cookie, headers, response.status)
+            assert '"path"' not in response.text, (headers, response.text)  # not the app's echo
+    # The refusal is the disagreement, not the header: one that tells the truth passes.
+    honest = await raw_request(
+        "127.0.0.1",
+        stack.port,
+        "GET",
+        "/public/page",
+        [("Accept", "application/json"), ("X-Original-URL", f"{stack.base}/public/page")],
+    )
+    assert honest.status == 200
+    # A public X-Original-URL on a protected path does not skip the login either.
+    anonymous = await raw_request(
+        "127.0.0.1",
+        stack.port,
+        "GET",
+        "/dashboard",
+        [("Accept", "text/html"), ("X-Original-URL", f"{stack.base}/public/x")],
+    )
+    assert anonymous.status in (302, 400), anonymous.status
