@@ -23,6 +23,15 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from conftest import PASSWORD, free_port
+from front_proxy import (
+    DENIED_SPELLINGS,
+    SPOOFS,
+    browser,
+    hidden,
+    identity_seen,
+    login_through,
+    session_cookie,
+)
 from upstreams import raw_request
 from yarl import URL
 
@@ -46,8 +55,6 @@ RULES = [
 
 # Only what a sandboxed run needs: no admin endpoint on the fixed localhost:2019.
 GLOBAL_OPTIONS = "{\n\tadmin off\n}\n\n"
-
-IDENTITY = {"x-remote-user", "x-remote-email", "x-remote-name", "x-remote-groups"}
 
 
 def render_example(caddy_port: int, gateway_port: int, app_port: int) -> str:
@@ -122,63 +129,10 @@ async def stack(tmp_path: Path, make_config, echo_server, clock) -> AsyncIterato
         await gateway.close()
 
 
-def browser() -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-
-
-def hidden(html: str, name: str) -> str:
-    match = re.search(rf'name="{name}" value="([^"]*)"', html)
-    assert match, f"no hidden {name} on the page"
-    return match.group(1).replace("&amp;", "&")
-
-
-async def login_through_caddy(
-    http: aiohttp.ClientSession, stack: Stack, user: str = "alice", target: str = "/"
-) -> URL:
-    """Anonymous visit -> 302 to login -> form -> POST -> 303 back. Returns the final Location."""
-    first = await http.get(
-        stack.base + target, headers={"Accept": "text/html"}, allow_redirects=False
-    )
-    assert first.status == 302, await first.text()
-    page = await http.get(URL(stack.base).join(URL(first.headers["Location"])))
-    assert page.status == 200
-    html = await page.text()
-    response = await http.post(
-        stack.base + "/_gateway/login",
-        data={
-            "csrf_token": hidden(html, "csrf_token"),
-            "rd": hidden(html, "rd"),
-            "username": user,
-            "password": PASSWORD,
-        },
-        headers={"Origin": stack.base},
-        allow_redirects=False,
-    )
-    assert response.status == 303, await response.text()
-    return URL(response.headers["Location"])
-
-
-def session_cookie(http: aiohttp.ClientSession) -> str:
-    for cookie in http.cookie_jar:
-        if cookie.key == "gateway_session":
-            return cookie.value
-    raise AssertionError("no session cookie")
-
-
 async def signed_in_token(stack: Stack) -> str:
     async with browser() as http:
-        await login_through_caddy(http, stack)
+        await login_through(http, stack.base)
         return session_cookie(http)
-
-
-def identity_seen(seen: list[list[str]]) -> dict[str, list[str]]:
-    """Identity headers the app received, under any spelling (X_Remote_User, X.Remote.User)."""
-    found: dict[str, list[str]] = {}
-    for name, value in seen:
-        canonical = name.lower().replace("_", "-").replace(".", "-")
-        if canonical in IDENTITY:
-            found.setdefault(canonical, []).append(value)
-    return found
 
 
 async def test_full_browser_flow_through_caddy(stack, alice):
@@ -249,19 +203,6 @@ async def test_full_browser_flow_through_caddy(stack, alice):
         assert "x-remote-user" not in (await api.text()).lower()
 
 
-SPOOFS = [
-    ("X-Remote-User", "mallory"),
-    ("x-remote-user", "mallory"),
-    ("X_Remote_User", "mallory"),
-    ("X-Remote_User", "mallory"),
-    ("X.Remote.User", "mallory"),
-    ("X-Remote-Groups", "admins"),
-    ("X_Remote_Groups", "admins"),
-    ("X-Remote-Email", "mallory@evil.example"),
-    ("X-Remote-Name", "Mallory"),
-]
-
-
 async def test_spoofed_identity_headers_never_reach_the_app(stack, alice):
     token = await signed_in_token(stack)
     signed_in = await raw_request(
@@ -289,17 +230,8 @@ async def test_spoofed_identity_headers_never_reach_the_app(stack, alice):
     assert identity_seen(public.json()["headers"]) == {}
 
 
-DENIED_SPELLINGS = [
-    "/admin",
-    "/admin/",
-    "/admin/x",
-    "//admin/x",
-    "/./admin/x",
-    "/%61dmin/x",
-    "/public/../admin/x",
-    "/public/%2e%2e/admin/x",
-    "/admin;x=1/y",
-    "/public/..%2Fadmin/x",
+CADDY_DENIED_SPELLINGS = [
+    *DENIED_SPELLINGS,
     # Caddy routes /_gateway/* straight to the gateway: no way out of it either.
     "/_gateway/../admin/x",
     "/_gateway/%2e%2e/admin/x",
@@ -311,7 +243,7 @@ async def test_deny_rule_holds_for_every_spelling(stack, alice):
     token = await signed_in_token(stack)
     cookie = [("Cookie", f"gateway_session={token}"), ("Accept", "application/json")]
     statuses = {}
-    for path in DENIED_SPELLINGS:
+    for path in CADDY_DENIED_SPELLINGS:
         response = await raw_request("127.0.0.1", stack.port, "GET", path, cookie)
         statuses[path] = response.status
     # 403 from the gateway's verdict, or 400 where a spelling cannot be read.
