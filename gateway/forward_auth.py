@@ -18,6 +18,7 @@ from multidict import CIMultiDict
 from .auth import current_session, identity_header_values
 from .db import DatabaseUnavailable
 from .http_util import peer_trusted
+from .pages import GATEWAY_PAGE
 from .paths import BadPath, normalize_host, normalize_path
 from .rules import DENY, PUBLIC
 from .state import CONFIG, RULES
@@ -128,6 +129,7 @@ def _status(status: int, reason: str) -> web.Response:
 
 
 async def handle_auth(request: web.Request) -> web.Response:
+    request[GATEWAY_PAGE] = False  # headers for nginx, not a page: no browser hardening
     config = request.app[CONFIG]
     if not peer_trusted(request):
         # Only a trusted proxy may describe "the original request"; anyone

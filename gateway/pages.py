@@ -413,8 +413,10 @@ async def not_found(request: web.Request) -> web.Response:
 def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """Before headers go out: every gateway page gets the hardening headers.
 
-    Flagged pages, and anything under the prefix (aiohttp's own 404/413 too).
+    Flagged pages, and anything under the prefix (aiohttp's own 404/413 too)
+    unless flagged False: /auth answers are read by nginx, never shown.
     """
-    if request.get(GATEWAY_PAGE) or request.path.startswith(request.app[CONFIG].server.prefix):
+    flag = request.get(GATEWAY_PAGE)
+    if flag or (flag is None and request.path.startswith(request.app[CONFIG].server.prefix)):
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
