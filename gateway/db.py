@@ -92,6 +92,11 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
 DB_TIMEOUT = 2.0
 
 
+def rows_affected(status: str) -> int:
+    """asyncpg's command status ('DELETE 3', 'UPDATE 0') -> 3, 0."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     try:
         return await asyncpg.create_pool(

@@ -17,7 +17,7 @@ import asyncpg
 from aiohttp import web
 
 from .config import Config
-from .db import DB_ERRORS
+from .db import DB_ERRORS, rows_affected
 from .sessions import Clock
 from .state import CLOCK, CONFIG, POOL
 
@@ -44,7 +44,7 @@ DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE at <= $1 LIMIT
 async def _drain(conn: asyncpg.Connection, query: str, *args: object) -> int:
     total = 0
     while True:
-        deleted = int((await conn.execute(query, *args, BATCH)).rsplit(" ", 1)[-1])
+        deleted = rows_affected(await conn.execute(query, *args, BATCH))
         total += deleted
         if deleted < BATCH:
             return total

@@ -20,7 +20,7 @@ import asyncpg
 
 from .config import SessionConfig
 from .counters import CACHE_HIT, CACHE_MISS
-from .db import DatabaseUnavailable, connection
+from .db import DatabaseUnavailable, connection, rows_affected
 from .session_cache import Entry, SessionCache
 
 Clock = Callable[[], datetime]
@@ -276,12 +276,8 @@ async def revoke_by_id(db: asyncpg.Pool | asyncpg.Connection, session_id: uuid.U
 
 
 async def revoke_user(db: asyncpg.Pool | asyncpg.Connection, user_id: int) -> int:
-    return _count(await db.execute(DELETE_USER_SESSIONS, user_id))
+    return rows_affected(await db.execute(DELETE_USER_SESSIONS, user_id))
 
 
 async def revoke_all(db: asyncpg.Pool | asyncpg.Connection) -> int:
-    return _count(await db.execute(DELETE_ALL_SESSIONS))
-
-
-def _count(status: str) -> int:
-    return int(status.rsplit(" ", 1)[-1])
+    return rows_affected(await db.execute(DELETE_ALL_SESSIONS))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from . import audit
+from .sessions import revoke_user
 
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@+-]{0,63}$")
 _GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,63}$")
@@ -27,7 +28,6 @@ UPDATE users SET password_hash = $2, updated_at = now() WHERE username = $1 RETU
 UPDATE_DISABLED = """
 UPDATE users SET disabled = $2, updated_at = now() WHERE username = $1 RETURNING id"""
 DELETE_USER = "DELETE FROM users WHERE username = $1 RETURNING id"
-DELETE_USER_SESSIONS = "DELETE FROM sessions WHERE user_id = $1"
 
 
 class UserError(Exception):
@@ -127,7 +127,7 @@ async def set_disabled(conn: asyncpg.Connection, username: str, disabled: bool) 
             raise UserError(f"no such user {username!r}")
         ended = 0
         if disabled:
-            ended = _count(await conn.execute(DELETE_USER_SESSIONS, user_id))
+            ended = await revoke_user(conn, user_id)
         await audit.record(
             conn,
             "user_disabled" if disabled else "user_enabled",
@@ -144,8 +144,3 @@ async def delete_user(conn: asyncpg.Connection, username: str) -> None:
         if await conn.fetchval(DELETE_USER, username) is None:
             raise UserError(f"no such user {username!r}")
         await audit.record(conn, "user_deleted", username)
-
-
-def _count(status: str) -> int:
-    """'DELETE 3' -> 3."""
-    return int(status.rsplit(" ", 1)[-1])
