@@ -7,11 +7,13 @@ URL), so tests never see each other's rows.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -40,6 +42,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+async def start_cli(
+    cwd: Path, env: dict[str, str], *args: str, stdin: bool = False
+) -> asyncio.subprocess.Process:
+    """`python -m gateway ARGS` as an operator runs it: no terminal, output captured."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        *args,
+        stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=cwd,
+        env=env,
+    )
 
 
 def cli_env(db_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -39,6 +39,14 @@ DENIED_SPELLINGS = [
 ]
 
 
+def with_addresses(text: str, source: str, replacements: list[tuple[str, str]]) -> str:
+    """A shipped example config with only its addresses changed: each pattern exactly once."""
+    for pattern, value in replacements:
+        text, count = re.subn(pattern, value, text)
+        assert count == 1, f"{source} no longer has exactly one {pattern!r}"
+    return text
+
+
 def browser() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
 

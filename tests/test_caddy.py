@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -31,6 +30,7 @@ from front_proxy import (
     identity_seen,
     login_through,
     session_cookie,
+    with_addresses,
 )
 from upstreams import raw_request
 from yarl import URL
@@ -59,16 +59,13 @@ GLOBAL_OPTIONS = "{\n\tadmin off\n}\n\n"
 
 def render_example(caddy_port: int, gateway_port: int, app_port: int) -> str:
     """The shipped Caddyfile with only the site address and the two upstreams changed."""
-    text = EXAMPLE.read_text()
     replacements = [
         (r"(?m)^app\.example\.com \{$", f"http://127.0.0.1:{caddy_port} {{"),
         (r"(?m)^(\s*reverse_proxy) 127\.0\.0\.1:8080$", rf"\1 127.0.0.1:{gateway_port}"),
         (r"(?m)^(\s*forward_auth) 127\.0\.0\.1:8080 \{$", rf"\1 127.0.0.1:{gateway_port} {{"),
         (r"(?m)^(\s*reverse_proxy) 127\.0\.0\.1:9000$", rf"\1 127.0.0.1:{app_port}"),
     ]
-    for pattern, value in replacements:
-        text, count = re.subn(pattern, value, text)
-        assert count == 1, f"examples/caddy/Caddyfile no longer has exactly one {pattern!r}"
+    text = with_addresses(EXAMPLE.read_text(), "examples/caddy/Caddyfile", replacements)
     config_lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
     for address in ("app.example.com", ":8080", ":9000"):
         assert not any(address in line for line in config_lines), f"{address} left unreplaced"

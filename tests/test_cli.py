@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ import aiohttp
 import argon2
 import asyncpg
 import pytest
-from conftest import PASSWORD, cli_env, create_user, free_port, fresh_get, sign_in
+from conftest import PASSWORD, cli_env, create_user, free_port, fresh_get, sign_in, start_cli
 
 NEW_PASSWORD = "a brand new password"
 
@@ -39,22 +38,6 @@ class Run:
             f"gateway {' '.join(self.args)} -> {self.returncode}\n"
             f"stdout:\n{self.stdout}\nstderr:\n{self.stderr}"
         )
-
-
-async def start_cli(
-    cwd: Path, env: dict[str, str], *args: str, stdin: bool = False
-) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        *args,
-        stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=cwd,
-        env=env,
-    )
 
 
 @pytest.fixture

@@ -21,7 +21,14 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from conftest import create_user, free_port
-from front_proxy import DENIED_SPELLINGS, SPOOFS, browser, login_through, session_cookie
+from front_proxy import (
+    DENIED_SPELLINGS,
+    SPOOFS,
+    browser,
+    login_through,
+    session_cookie,
+    with_addresses,
+)
 from upstreams import raw_request
 
 from gateway.app import create_app
@@ -47,16 +54,15 @@ RULES = [
 
 def render_example(nginx_port: int, gateway_port: int, app_port: int) -> str:
     """The shipped config with only its listen port and the two upstream addresses changed."""
-    text = EXAMPLE.read_text()
-    replacements = [
-        (r"listen 80;", f"listen 127.0.0.1:{nginx_port};"),
-        (r"server 127\.0\.0\.1:8080;", f"server 127.0.0.1:{gateway_port};"),
-        (r"server 127\.0\.0\.1:9000;", f"server 127.0.0.1:{app_port};"),
-    ]
-    for pattern, value in replacements:
-        text, count = re.subn(pattern, value, text)
-        assert count == 1, f"examples/nginx/gateway.conf no longer has exactly one {pattern!r}"
-    return text
+    return with_addresses(
+        EXAMPLE.read_text(),
+        "examples/nginx/gateway.conf",
+        [
+            (r"listen 80;", f"listen 127.0.0.1:{nginx_port};"),
+            (r"server 127\.0\.0\.1:8080;", f"server 127.0.0.1:{gateway_port};"),
+            (r"server 127\.0\.0\.1:9000;", f"server 127.0.0.1:{app_port};"),
+        ],
+    )
 
 
 def nginx_conf(prefix: Path, site: Path) -> str:

@@ -28,7 +28,7 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import PASSWORD, cli_env, create_user, free_port, fresh_get, sign_in
+from conftest import PASSWORD, cli_env, create_user, free_port, fresh_get, sign_in, start_cli
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import maintenance
@@ -140,17 +140,7 @@ class Run:
 
 
 async def run_cli(db_url: str, cwd: Path, *args: str, timeout: float = 60) -> Run:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=cwd,
-        env=cli_env(db_url),
-    )
+    proc = await start_cli(cwd, cli_env(db_url), *args)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:

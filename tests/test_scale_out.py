@@ -28,7 +28,7 @@ import aiohttp
 import asyncpg
 import psutil
 import pytest
-from conftest import PASSWORD, cli_env, create_user, free_port
+from conftest import PASSWORD, cli_env, create_user, free_port, start_cli
 
 from gateway.session_cache import LISTENER_APPLICATION_NAME
 
@@ -284,17 +284,7 @@ async def refusal_latency(
 
 async def run_cli(tmp_path: Path, db_url: str, *args: str) -> float:
     """Run `python -m gateway ARGS`; returns time.monotonic() when it exited (0)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=tmp_path,
-        env=cli_env(db_url),
-    )
+    proc = await start_cli(tmp_path, cli_env(db_url), *args)
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     done = time.monotonic()
     assert proc.returncode == 0, f"gateway {' '.join(args)}: {out.decode()}{err.decode()}"
