@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -125,13 +124,6 @@ async def _before_headers(request: web.Request, response: web.StreamResponse) ->
         step(request, response)
 
 
-async def _freeze_startup_objects(app: web.Application) -> None:
-    """Everything built at start-up lives as long as the process: take it out of
-    the cyclic GC's view, so collections on the request path stay cheap."""
-    gc.collect()
-    gc.freeze()
-
-
 def create_app(config: Config, *, clock: Clock = utc_now) -> web.Application:
     app = web.Application(client_max_size=MAX_FORM_BYTES)
     app[CONFIG] = config
@@ -180,6 +172,5 @@ def create_app(config: Config, *, clock: Clock = utc_now) -> web.Application:
     r.add_route("*", prefix + r"/{tail:[\s\S]*}", pages.not_found, name="gateway_other")
     r.add_route("*", r"/{tail:[\s\S]*}", proxy.handle, name="proxy")
 
-    app.on_startup.append(_freeze_startup_objects)
     app.on_response_prepare.append(_before_headers)
     return app

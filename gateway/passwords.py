@@ -83,9 +83,5 @@ class Passwords:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self.verify_sync, stored_hash, password)
 
-    async def hash_async(self, password: str) -> str:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.hash, password)
-
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
