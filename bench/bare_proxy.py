@@ -16,6 +16,12 @@ done the same way the gateway does it (gateway/proxy.py, gateway/app.py):
 N processes share one port with SO_REUSEPORT, like `gateway serve --workers N`
 (gateway/server.py); uvloop is used when installed, exactly like the gateway.
 
+It is also the floor for nginx's auth backend: `GET /_gateway/auth` (the path
+examples/nginx/gateway.conf sends its auth_request sub-request to) answers 200
+with an empty body and fixed X-Remote-User/-Email/-Name/-Groups headers: no
+cookie, no session lookup, nothing but the answer nginx waits for. Every other
+path is proxied as above.
+
     python bench/bare_proxy.py --listen 127.0.0.1:PORT --upstream http://127.0.0.1:UP --workers N
 """
 
@@ -44,6 +50,15 @@ SHUTDOWN_TIMEOUT = 10.0
 
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 UPSTREAM = web.AppKey("upstream", str)
+
+# What the gateway's /auth sends nginx for a signed-in user; web.Response copies it.
+AUTH_PATH = "/_gateway/auth"
+IDENTITY = {
+    "X-Remote-User": "bench",
+    "X-Remote-Email": "bench@example.com",
+    "X-Remote-Name": "Bench User",
+    "X-Remote-Groups": "staff",
+}
 
 
 def _drop(headers) -> frozenset[str] | set[str]:
@@ -95,6 +110,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def auth(_request: web.Request) -> web.Response:
+    return web.Response(status=200, headers=IDENTITY)
+
+
 async def _http_client(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession(
         cookie_jar=aiohttp.DummyCookieJar(),
@@ -111,6 +130,8 @@ def create_app(upstream: str) -> web.Application:
     app = web.Application()
     app[UPSTREAM] = upstream.rstrip("/")
     app.cleanup_ctx.append(_http_client)
+    # Before the catch-all: the first matching route wins.
+    app.router.add_get(AUTH_PATH, auth)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
 

@@ -9,7 +9,8 @@ Starts, all on 127.0.0.1 and all stopped again at the end (also on error or Ctrl
   (auth_request to the gateway's /auth, then to the upstream)
 - PostgreSQL: embedded in a temp dir, or GATEWAY_DATABASE_URL when set; one user
 - `gateway serve --workers 1` and `--workers N` (N = os.cpu_count())
-- bench/bare_proxy.py with 1 and N workers: the floor for a Python proxy
+- bench/bare_proxy.py with 1 and N workers: the floor for a Python proxy, and, behind
+  one more nginx running the same example config, the floor for a Python auth backend
 
 then measures each with the same wrk settings (a warm-up run first) and writes
 bench/RESULTS.md. See bench/README.md for what the scenarios and ratios mean.
@@ -600,7 +601,7 @@ def run_wrk(
 
 @dataclass
 class Scenario:
-    key: str  # a, b, f1, c1, f2, c2, d1, d2, e
+    key: str  # a, b, f1, c1, f2, c2, g1, d1, g2, d2, e
     title: str
     port: int
     headers: list[str] = field(default_factory=list)
@@ -868,6 +869,10 @@ def ratios(by_key: dict[str, Scenario], n: int, uvloop: tuple[bool, bool]) -> li
     if n > 1:
         add("d/b req/s, gateway 1 worker", "rps", "d1", "b")
     for w in workers:
+        add(f"d/g req/s, {plural(w)}", "rps", f"d{w}", f"g{w}")
+    for w in workers:
+        add(f"g/b req/s, {plural(w)}", "rps", f"g{w}", "b")
+    for w in workers:
         add(f"c/b req/s, {plural(w)}", "rps", f"c{w}", "b")
     for w in workers:
         add(f"f/b req/s (floor vs nginx), {plural(w)}", "rps", f"f{w}", "b")
@@ -1095,7 +1100,8 @@ def run(args: argparse.Namespace, work: Path, procs: Processes, stack: contextli
         stack.callback(delete_user)
     stack.callback(procs.stop_all)
 
-    # 3. the gateways (1 and N workers), the nginx in front, the bare proxies
+    # 3. the gateways (1 and N workers), the nginx in front, the bare proxies,
+    #    and the example nginx once more with the bare proxy as its "gateway"
     gateways: dict[int, Server] = {}
     for w in counts:
         port = free_port()
@@ -1118,6 +1124,13 @@ def run(args: argparse.Namespace, work: Path, procs: Processes, stack: contextli
         argv = [sys.executable, str(BARE_PROXY), "--listen", f"{HOST}:{port}"]
         argv += ["--upstream", f"http://{HOST}:{up}", "--workers", str(w)]
         bare[w] = start_python_server(procs, f"bare-proxy-{w}", argv, port, w)
+    floor_ports, floor_nginx = {}, {}
+    for w in counts:
+        # The same rendering as (d): only the gateway address differs, so d/g is
+        # the cost of the gateway's /auth over a bare 200 (bare_proxy.py's AUTH_PATH).
+        floor_ports[w] = port = free_port()
+        site = render_example(port, bare[w].port, up)
+        floor_nginx[w] = start_nginx(procs, nginx, work, f"nginx-auth-floor-{w}", site, port, n)
 
     # 4. a session through each gateway; the login form's CSRF pair for (e)
     signed_in = {}
@@ -1156,6 +1169,11 @@ def run(args: argparse.Namespace, work: Path, procs: Processes, stack: contextli
         needs = [static_nginx, gateways[w].proc]
         scenarios.append(Scenario(f"c{w}", title, gateways[w].port, cookie(w), needs=needs))
     for w in counts:
+        # The same Cookie header as (d): the example's maps strip it in both, so
+        # nginx does the same work and only the auth answer differs.
+        title = f"nginx `auth_request` → bare aiohttp endpoint (floor), {plural(w)}"
+        needs = [static_nginx, floor_nginx[w], bare[w].proc]
+        scenarios.append(Scenario(f"g{w}", title, floor_ports[w], cookie(w), needs=needs))
         title = f"nginx `auth_request` → gateway /auth ({plural(w)}) → upstream"
         needs = [static_nginx, auth_nginx[w], gateways[w].proc]
         scenarios.append(Scenario(f"d{w}", title, auth_ports[w], cookie(w), needs=needs))
@@ -1231,8 +1249,8 @@ def run(args: argparse.Namespace, work: Path, procs: Processes, stack: contextli
         notes.append("one CPU: the N-worker scenarios are the 1-worker ones")
     notes.append(
         "every nginx runs worker_processes = N; (b) uses the same upstream pool "
-        "(`keepalive 16`) and proxy headers as examples/nginx/gateway.conf, which (d) runs "
-        "unchanged but for its three addresses"
+        "(`keepalive 16`) and proxy headers as examples/nginx/gateway.conf, which (d) and (g) "
+        "run unchanged but for its three addresses ((g): bench/bare_proxy.py as the gateway)"
     )
     table = ratios({s.key: s for s in scenarios}, n, (uvloop_installed, uvloop_used))
     write_results(
