@@ -37,6 +37,7 @@ from .state import (
     THROTTLE,
     TRUSTED_PEER,
     UPSTREAMS,
+    exchange,
 )
 from .throttle import Throttle
 
@@ -120,8 +121,9 @@ _BEFORE_HEADERS = (
 
 
 async def _before_headers(request: web.Request, response: web.StreamResponse) -> None:
+    ex = exchange(request)
     for step in _BEFORE_HEADERS:
-        step(request, response)
+        step(request, response, ex)
 
 
 def create_app(config: Config, *, clock: Clock = utc_now) -> web.Application:
@@ -139,7 +141,7 @@ def create_app(config: Config, *, clock: Clock = utc_now) -> web.Application:
             _session_cache,
             _http_client,
             _passwords,
-            metrics.pool_gauge,
+            metrics.sampler,
             maintenance.purger,
         ]
     )

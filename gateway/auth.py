@@ -9,7 +9,7 @@ from aiohttp import web
 from .config import Config, IdentityHeaders
 from .http_util import split_cookies
 from .sessions import Identity, Session
-from .state import CLEAR_COOKIE, CONFIG, SESSION, SESSIONS
+from .state import CONFIG, SESSIONS, Exchange, exchange
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,6 @@ def cookie_names(config: Config) -> CookieNames:
 
 
 COOKIE_NAMES = web.AppKey("cookie_names", CookieNames)
-COOKIES = web.RequestKey("cookies", tuple)
 
 
 def identity_header_values(ident: Identity, names: IdentityHeaders) -> list[tuple[str, str]]:
@@ -44,34 +43,36 @@ def identity_header_values(ident: Identity, names: IdentityHeaders) -> list[tupl
 
 def _header_safe(value: str) -> str:
     """Display names are free text; a header value may not carry CR/LF or non-latin-1."""
+    if value.isascii() and value.isprintable():
+        return value  # the common case, checked in C
     cleaned = value.replace("\r", " ").replace("\n", " ")
     return cleaned.encode("latin-1", "replace").decode("latin-1")
 
 
-def parsed_cookies(request: web.Request) -> tuple[dict[str, str], str]:
+def parsed_cookies(request: web.Request, ex: Exchange | None = None) -> tuple[dict[str, str], str]:
     """(the gateway's cookies, the Cookie header without them), parsed once per request."""
-    if COOKIES in request:
-        return request[COOKIES]
-    header = "; ".join(request.headers.getall("Cookie", ()))
-    request[COOKIES] = split_cookies(header, request.app[COOKIE_NAMES].all)
-    return request[COOKIES]
+    ex = ex or exchange(request)
+    if ex.cookies is None:
+        header = "; ".join(request.headers.getall("Cookie", ()))
+        ex.cookies = split_cookies(header, ex.app[COOKIE_NAMES].all)
+    return ex.cookies
 
 
 def own_cookies(request: web.Request) -> dict[str, str]:
     return parsed_cookies(request)[0]
 
 
-async def current_session(request: web.Request) -> Session | None:
+async def current_session(request: web.Request, ex: Exchange | None = None) -> Session | None:
     """The request's live session, or None. Raises DatabaseUnavailable (fail closed)."""
-    if SESSION in request:
-        return request[SESSION]
-    token = own_cookies(request).get(request.app[COOKIE_NAMES].session)
+    ex = ex or exchange(request)
+    if ex.session_known:
+        return ex.session
+    token = parsed_cookies(request, ex)[0].get(ex.app[COOKIE_NAMES].session)
     session = None
     if token:
-        session = await request.app[SESSIONS].lookup(token)
-        if session is None:
-            request[CLEAR_COOKIE] = True
-    request[SESSION] = session
+        session = await ex.app[SESSIONS].lookup(token)
+        ex.clear_cookie = session is None
+    ex.session, ex.session_known = session, True
     return session
 
 
@@ -103,7 +104,7 @@ def clear_session_cookie(response: web.StreamResponse, request: web.Request) -> 
     )
 
 
-def clear_stale_cookie(request: web.Request, response: web.StreamResponse) -> None:
+def clear_stale_cookie(request: web.Request, response: web.StreamResponse, ex: Exchange) -> None:
     """Before headers go out: a dead session's cookie is removed from the browser.
 
     A signal rather than a middleware so it also reaches streamed proxy
@@ -111,8 +112,10 @@ def clear_stale_cookie(request: web.Request, response: web.StreamResponse) -> No
     aiohttp has already turned response.cookies into headers by the time the
     signal runs, so the expiring cookie is added as a header.
     """
-    name = request.app[COOKIE_NAMES].session
-    if request.get(CLEAR_COOKIE) and name not in response.cookies:
+    if not ex.clear_cookie:
+        return
+    name = ex.app[COOKIE_NAMES].session
+    if name not in response.cookies:
         carrier = web.StreamResponse()
         clear_session_cookie(carrier, request)
         response.headers.add("Set-Cookie", carrier.cookies[name].output(header="").strip())

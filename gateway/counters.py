@@ -1,23 +1,32 @@
 """The Prometheus series themselves, importable from anywhere (no app state here).
 
 `metrics.py` exposes them; the modules doing the work count into them.
+
+The request path counts into plain dicts (`Tally`, `Timings`): no lock, no
+label lookup, and with `--workers N` no write into prometheus_client's
+shared files per request. `fold()` adds what was counted to the real
+series; metrics.py calls it every second, before answering a scrape, and on
+shutdown, so a scrape is exact for the worker answering it and at most a
+second behind for the others.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from prometheus_client import Counter, Gauge, Histogram
 
-REQUESTS = Counter(
+_REQUESTS = Counter(
     "gateway_requests_total", "Requests answered, by route class and status.", ["route", "status"]
 )
-UPSTREAM_SECONDS = Histogram(
+_UPSTREAM_SECONDS = Histogram(
     "gateway_upstream_response_seconds",
     "Time from sending a request upstream to its response headers.",
     ["upstream"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
-LOGINS = Counter("gateway_logins_total", "Sign-in attempts by result.", ["result"])
-SESSION_CACHE = Counter(
+_LOGINS = Counter("gateway_logins_total", "Sign-in attempts by result.", ["result"])
+_SESSION_CACHE = Counter(
     "gateway_session_cache_total", "Session lookups by cache result.", ["result"]
 )
 DB_POOL = Gauge(
@@ -27,15 +36,60 @@ DB_POOL = Gauge(
     multiprocess_mode="livesum",
 )
 
-# labels() takes a lock and builds a key on every call; the hot path reuses children.
-CACHE_HIT = SESSION_CACHE.labels("hit")
-CACHE_MISS = SESSION_CACHE.labels("miss")
-_children: dict[tuple[object, ...], object] = {}
+
+class Tally:
+    """A labelled Counter's increments, kept as plain ints until folded in."""
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+        self._pending: dict[tuple[str, ...], int] = {}
+
+    def inc(self, *labels: str) -> None:
+        pending = self._pending
+        pending[labels] = pending.get(labels, 0) + 1
+
+    def fold(self) -> None:
+        pending, self._pending = self._pending, {}
+        for labels, count in pending.items():
+            self.counter.labels(*labels).inc(count)
 
 
-def child(metric: Counter | Histogram, *labels: str):
-    key = (metric, *labels)
-    found = _children.get(key)
-    if found is None:
-        found = _children[key] = metric.labels(*labels)
-    return found
+class Timings:
+    """A Histogram with one label: observations kept as bucket counts until folded in."""
+
+    def __init__(self, histogram: Histogram) -> None:
+        self.histogram = histogram
+        # The child's upper bounds, +Inf included: bucket i holds amounts <= bounds[i].
+        self._bounds = tuple(histogram._upper_bounds)
+        self._pending: dict[str, tuple[list[float], list[int]]] = {}
+
+    def observe(self, label: str, seconds: float) -> None:
+        entry = self._pending.get(label)
+        if entry is None:
+            entry = self._pending[label] = ([0.0], [0] * len(self._bounds))
+        entry[0][0] += seconds
+        entry[1][bisect_left(self._bounds, seconds)] += 1
+
+    def fold(self) -> None:
+        pending, self._pending = self._pending, {}
+        for label, (total, counts) in pending.items():
+            child = self.histogram.labels(label)
+            # prometheus_client has no public "add n observations"; its own
+            # observe() is exactly these two steps, once per observation.
+            child._sum.inc(total[0])
+            for i, count in enumerate(counts):
+                if count:
+                    child._buckets[i].inc(count)
+
+
+REQUESTS = Tally(_REQUESTS)
+LOGINS = Tally(_LOGINS)
+SESSION_CACHE = Tally(_SESSION_CACHE)
+UPSTREAM_SECONDS = Timings(_UPSTREAM_SECONDS)
+_ALL = (REQUESTS, LOGINS, SESSION_CACHE, UPSTREAM_SECONDS)
+
+
+def fold() -> None:
+    """Add everything counted since the last fold to the Prometheus series."""
+    for series in _ALL:
+        series.fold()

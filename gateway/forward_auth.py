@@ -18,10 +18,9 @@ from multidict import CIMultiDict
 from .auth import current_session, identity_header_values
 from .db import DatabaseUnavailable
 from .http_util import peer_trusted
-from .pages import GATEWAY_PAGE
 from .paths import BadPath, normalize_host, normalize_path
 from .rules import DENY, PUBLIC
-from .state import CONFIG, RULES
+from .state import CONFIG, RULES, exchange
 
 METHODS = frozenset(
     {
@@ -129,9 +128,10 @@ def _status(status: int, reason: str) -> web.Response:
 
 
 async def handle_auth(request: web.Request) -> web.Response:
-    request[GATEWAY_PAGE] = False  # headers for nginx, not a page: no browser hardening
-    config = request.app[CONFIG]
-    if not peer_trusted(request):
+    ex = exchange(request)
+    ex.gateway_page = False  # headers for nginx, not a page: no browser hardening
+    app = ex.app
+    if not peer_trusted(request, app):
         # Only a trusted proxy may describe "the original request"; anyone
         # else could simply claim to be asking about a public path.
         return _status(403, "untrusted-peer")
@@ -139,11 +139,11 @@ async def handle_auth(request: web.Request) -> web.Response:
         original = original_request(request.headers)
     except Unparseable as exc:
         return _status(400, f"bad-original-request: {exc}")
-    decision = request.app[RULES].decide(original.host, original.path, original.method)
+    decision = app[RULES].decide(original.host, original.path, original.method)
     if decision.policy == DENY:
         return _status(403, "denied")
     try:
-        session = await current_session(request)
+        session = await current_session(request, ex)
     except DatabaseUnavailable:
         if decision.policy == PUBLIC:
             return _status(200, "public")
@@ -155,6 +155,7 @@ async def handle_auth(request: web.Request) -> web.Response:
     if decision.policy != PUBLIC and not decision.allows(session.identity.groups):
         return _status(403, "forbidden")
     response = _status(200, "ok")
-    for name, value in identity_header_values(session.identity, config.identity_headers):
-        response.headers[name] = value
+    headers = response.headers
+    for name, value in identity_header_values(session.identity, app[CONFIG].identity_headers):
+        headers[name] = value
     return response

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from .config import Config, IPNetwork
-from .state import REQUEST_ID, TRUSTED_PEER
+from .state import TRUSTED_PEER, Exchange, exchange
 
 
 def peer_ip(request: web.BaseRequest) -> str:
@@ -39,9 +39,9 @@ def trusted_peer_check(trusted: tuple[IPNetwork, ...]) -> Callable[[str], bool]:
     return check
 
 
-def peer_trusted(request: web.BaseRequest) -> bool:
+def peer_trusted(request: web.Request, app: web.Application | None = None) -> bool:
     """Is the socket's peer one of server.trusted_proxies? (Asked on every request.)"""
-    return request.app[TRUSTED_PEER](request.remote or "")
+    return (app or request.app)[TRUSTED_PEER](request.remote or "")
 
 
 def client_ip(request: web.BaseRequest, config: Config) -> str:
@@ -102,12 +102,12 @@ _ID_PREFIX = secrets.token_hex(8)
 _ID_COUNTER = itertools.count(1)
 
 
-def request_id(request: web.Request) -> str:
+def request_id(request: web.Request, ex: Exchange | None = None) -> str:
     """This request's id: a trusted proxy's X-Request-ID if well-formed, else a new one."""
-    if REQUEST_ID in request:
-        return request[REQUEST_ID]
-    incoming = request.headers.get("X-Request-ID", "")
-    if not (incoming and _REQUEST_ID.fullmatch(incoming) and peer_trusted(request)):
-        incoming = f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"  # 32 hex digits, like a UUID
-    request[REQUEST_ID] = incoming
-    return incoming
+    ex = ex or exchange(request)
+    if not ex.request_id:
+        incoming = request.headers.get("X-Request-ID", "")
+        if not (incoming and _REQUEST_ID.fullmatch(incoming) and peer_trusted(request, ex.app)):
+            incoming = f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"  # 32 hex digits, like a UUID
+        ex.request_id = incoming
+    return ex.request_id

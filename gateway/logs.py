@@ -17,7 +17,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from .config import LogConfig
 from .http_util import peer_ip, request_id
-from .state import REQUEST_ID, SESSION, UPSTREAM_NAME
+from .state import EXCHANGE, Exchange
 
 ACCESS_LOGGER = "gateway.access"
 
@@ -53,15 +53,17 @@ def setup_logging(config: LogConfig) -> None:
 
 
 def access_fields(request: web.BaseRequest, response: web.StreamResponse, seconds: float) -> dict:
-    session = request.get(SESSION)
+    # A request refused before routing (a malformed one) has no Exchange, nor an app.
+    ex = request.get(EXCHANGE) or Exchange(None)
+    session = ex.session
     return {
-        "request_id": request.get(REQUEST_ID, ""),
+        "request_id": ex.request_id,
         "method": request.method,
         "path": request.rel_url.raw_path,
         "status": response.status,
         "duration_ms": round(seconds * 1000, 2),
         "user": session.identity.username if session is not None else "",
-        "upstream": request.get(UPSTREAM_NAME, ""),
+        "upstream": ex.upstream_name,
         "peer": peer_ip(request),
         "bytes": response.body_length,
     }
@@ -84,6 +86,6 @@ def access_logger(config: LogConfig) -> logging.Logger | None:
     return logging.getLogger(ACCESS_LOGGER) if config.access_log else None
 
 
-def tag_response(request: web.Request, response: web.StreamResponse) -> None:
+def tag_response(request: web.Request, response: web.StreamResponse, ex: Exchange) -> None:
     """Before headers go out: every answer names its request id, for matching up logs."""
-    response.headers.setdefault("X-Request-ID", request_id(request))
+    response.headers.setdefault("X-Request-ID", request_id(request, ex))

@@ -1,6 +1,9 @@
 """Prometheus metrics: counters and histograms updated on the request path,
 exposed at `{prefix}/metrics` to trusted proxies only.
 
+Counts are kept in plain dicts on the request path and folded into the
+series every FOLD_SECONDS, before each scrape, and on shutdown (counters.py).
+
 With `--workers N` the parent points PROMETHEUS_MULTIPROC_DIR at a shared
 directory before starting the workers, and a scrape (answered by whichever
 worker the kernel picks) aggregates every worker's numbers.
@@ -17,12 +20,15 @@ from datetime import timedelta
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
-from .counters import DB_POOL, REQUESTS, child
+from . import counters
+from .counters import DB_POOL, REQUESTS
 from .db import DB_ERRORS
 from .http_util import peer_trusted
-from .state import CLOCK, CONFIG, POOL
+from .state import CLOCK, CONFIG, POOL, Exchange
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+FOLD_SECONDS = 1.0
+POOL_SAMPLE_SECONDS = 5.0
 
 # What a request would accept: not past absolute expiry, and not idle too long.
 ACTIVE_SESSIONS = """
@@ -46,15 +52,16 @@ def _route_class(request: web.BaseRequest) -> str:
     return (route.name if route is not None else None) or "other"
 
 
-def count_response(request: web.Request, response: web.StreamResponse) -> None:
+def count_response(request: web.Request, response: web.StreamResponse, ex: Exchange) -> None:
     """Before headers go out: one count per answer, labelled by the route's name."""
-    child(REQUESTS, _route_class(request), str(response.status)).inc()
+    REQUESTS.inc(_route_class(request), str(response.status))
 
 
 async def metrics(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     if not peer_trusted(request):
         return web.Response(status=403, text="metrics are for trusted proxies only\n")
+    counters.fold()  # this worker's counts are exact; other workers' at most FOLD_SECONDS behind
     body = generate_latest(_registry())
     # Active sessions are a fact of the database, not of one worker: asked at scrape time.
     with contextlib.suppress(*DB_ERRORS):
@@ -72,19 +79,25 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
-async def pool_gauge(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: sample this worker's pool every few seconds (cheap, off the request path)."""
+async def sampler(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: fold the request path's counts in, and sample this worker's pool."""
 
     async def sample() -> None:
+        next_pool_sample = 0.0
+        loop = asyncio.get_running_loop()
         while True:
-            pool = app[POOL]
-            size, idle = pool.get_size(), pool.get_idle_size()
-            DB_POOL.labels("in_use").set(size - idle)
-            DB_POOL.labels("idle").set(idle)
-            await asyncio.sleep(5)
+            counters.fold()
+            if loop.time() >= next_pool_sample:
+                pool = app[POOL]
+                size, idle = pool.get_size(), pool.get_idle_size()
+                DB_POOL.labels("in_use").set(size - idle)
+                DB_POOL.labels("idle").set(idle)
+                next_pool_sample = loop.time() + POOL_SAMPLE_SECONDS
+            await asyncio.sleep(FOLD_SECONDS)
 
     task = asyncio.create_task(sample())
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    counters.fold()  # nothing counted is lost when a worker stops

@@ -25,7 +25,7 @@ from .db import DB_ERRORS, DatabaseUnavailable, connection
 from .http_util import client_ip
 from .redirects import safe_redirect
 from .sessions import Identity
-from .state import CLEAR_COOKIE, CONFIG, CSRF, PASSWORDS, POOL, SESSIONS, THROTTLE
+from .state import CONFIG, CSRF, PASSWORDS, POOL, SESSIONS, THROTTLE, Exchange, exchange
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,6 @@ BAD_CREDENTIALS = "Incorrect username or password."
 THROTTLED = "Too many failed sign-in attempts. Please wait a few minutes and try again."
 FORM_EXPIRED = "Your sign-in form expired or came from another site. Please try again."
 MAX_USERNAME_CHARS = 256
-
-# Marks responses that are the gateway's own pages, for the security headers.
-GATEWAY_PAGE = web.RequestKey("gateway_page", bool)
 
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -63,7 +60,7 @@ def see_other(location: str) -> web.Response:
 def render(
     request: web.Request, template: str, context: dict, *, status: int = 200
 ) -> web.Response:
-    request[GATEWAY_PAGE] = True
+    exchange(request).gateway_page = True
     return aiohttp_jinja2.render_template(template, request, context, status=status)
 
 
@@ -78,7 +75,7 @@ def error_page(
     html: bool | None = None,
 ) -> web.Response:
     """An HTML page for browsers, a small JSON body for everything else."""
-    request[GATEWAY_PAGE] = True
+    exchange(request).gateway_page = True
     accept = request.headers.get("Accept", "")
     if html is None:
         html = "text/html" in accept
@@ -140,7 +137,7 @@ async def _read_form(request: web.Request) -> dict[str, str] | None:
     try:
         data = await request.post()
     except web.HTTPRequestEntityTooLarge:
-        request[GATEWAY_PAGE] = True
+        exchange(request).gateway_page = True
         raise
     except (ValueError, LookupError, HttpProcessingError):
         # Bad encoding, a charset Python does not know, broken multipart framing.
@@ -231,7 +228,7 @@ async def login_post(request: web.Request) -> web.Response:
             attempt = await throttle.begin(conn, username, ip)
             if attempt.retry_after is not None:
                 # Refused before hashing: a guessing attack costs us no CPU.
-                LOGINS.labels("throttled").inc()
+                LOGINS.inc("throttled")
                 await audit.record(conn, "login_throttled", username, ip=ip, user_agent=agent)
                 response = _login_form(
                     request, rd=rd, status=429, error=THROTTLED, username=username
@@ -245,7 +242,7 @@ async def login_post(request: web.Request) -> web.Response:
         result = await request.app[PASSWORDS].verify(user.password_hash if user else None, password)
         async with connection(pool) as conn:
             if user is None or user.disabled or not result.ok:
-                LOGINS.labels("failed").inc()  # the attempt's row stays: it is the failure
+                LOGINS.inc("failed")  # the attempt's row stays: it is the failure
                 why = (
                     "unknown user" if user is None else "disabled" if user.disabled else "password"
                 )
@@ -255,7 +252,7 @@ async def login_post(request: web.Request) -> web.Response:
                 return _login_form(
                     request, rd=rd, status=401, error=BAD_CREDENTIALS, username=username
                 )
-            LOGINS.labels("ok").inc()
+            LOGINS.inc("ok")
             await throttle.succeeded(conn, attempt, username)
             if result.new_hash:
                 await users.set_password(conn, user.username, result.new_hash)
@@ -279,7 +276,7 @@ async def login_post(request: web.Request) -> web.Response:
     set_session_cookie(
         response, request, token, max_age=config.session.remember_me if remember else None
     )
-    request[CLEAR_COOKIE] = False
+    exchange(request).clear_cookie = False
     return response
 
 
@@ -359,7 +356,7 @@ def _signed_out(request: web.Request, *, everywhere: bool) -> web.Response:
     if request.method == "POST" or own_cookies(request).get(request.app[COOKIE_NAMES].session):
         clear_session_cookie(response, request)
         response.headers["Clear-Site-Data"] = '"cookies"'
-    request[CLEAR_COOKIE] = False
+    exchange(request).clear_cookie = False
     return response
 
 
@@ -367,7 +364,7 @@ def _signed_out(request: web.Request, *, everywhere: bool) -> web.Response:
 
 
 async def userinfo(request: web.Request) -> web.Response:
-    request[GATEWAY_PAGE] = True
+    exchange(request).gateway_page = True
     try:
         session = await current_session(request)
     except DatabaseUnavailable:
@@ -390,12 +387,12 @@ async def userinfo(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    request[GATEWAY_PAGE] = True
+    exchange(request).gateway_page = True
     return web.Response(text="ok\n")
 
 
 async def readyz(request: web.Request) -> web.Response:
-    request[GATEWAY_PAGE] = True
+    exchange(request).gateway_page = True
     try:
         async with request.app[POOL].acquire(timeout=2) as conn:
             await conn.fetchval("SELECT 1", timeout=2)
@@ -410,13 +407,13 @@ async def not_found(request: web.Request) -> web.Response:
     )
 
 
-def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+def add_security_headers(request: web.Request, response: web.StreamResponse, ex: Exchange) -> None:
     """Before headers go out: every gateway page gets the hardening headers.
 
     Flagged pages, and anything under the prefix (aiohttp's own 404/413 too)
     unless flagged False: /auth answers are read by nginx, never shown.
     """
-    flag = request.get(GATEWAY_PAGE)
-    if flag or (flag is None and request.path.startswith(request.app[CONFIG].server.prefix)):
+    flag = ex.gateway_page
+    if flag or (flag is None and request.path.startswith(ex.app[CONFIG].server.prefix)):
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)

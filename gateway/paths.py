@@ -11,6 +11,7 @@ view; it can never let a spelling slip past one.
 
 from __future__ import annotations
 
+import functools
 import re
 from urllib.parse import unquote_to_bytes
 
@@ -79,3 +80,12 @@ def normalize_host(host: str) -> str:
     if host.count(":") == 1:
         host = host.split(":", 1)[0]
     return host.rstrip(".")
+
+
+@functools.lru_cache(maxsize=1024)
+def request_host(host: str) -> str | None:
+    """The Host header as rules and upstreams see it, or None if it is not valid.
+
+    Memoised: a gateway serves a handful of host names, asked on every request.
+    """
+    return normalize_host(host) if valid_host(host) else None

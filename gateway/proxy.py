@@ -20,14 +20,14 @@ from yarl import URL
 
 from .auth import COOKIE_NAMES, current_session, identity_header_values, parsed_cookies
 from .config import Config, Upstream
-from .counters import UPSTREAM_SECONDS, child
+from .counters import UPSTREAM_SECONDS
 from .db import DatabaseUnavailable
-from .http_util import peer_trusted, request_id, wants_html
-from .pages import GATEWAY_PAGE, error_page, login_url, unavailable
-from .paths import BadPath, normalize_host, normalize_path, valid_host
+from .http_util import request_id, wants_html
+from .pages import error_page, login_url, unavailable
+from .paths import BadPath, normalize_path, request_host
 from .rules import DENY, PUBLIC
 from .sessions import Session
-from .state import HTTP, RULES, UPSTREAM_NAME, UPSTREAMS
+from .state import HTTP, RULES, TRUSTED_PEER, UPSTREAMS, Exchange, exchange
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +80,27 @@ def header_key(name: str) -> str:
 
 
 class HeaderRules:
-    """Per-app precomputed header sets, so the hot path does no string building."""
+    """Per-app header decisions, made once per header name, so the hot path
+    does no string building: most requests carry the same dozen names."""
+
+    MEMO_LIMIT = 4096  # names are client-chosen: the memo must not grow without bound
 
     def __init__(self, config: Config) -> None:
         ih = config.identity_headers
         self.identity = ih
         self.identity_keys = frozenset(header_key(n) for n in ih.names())
+        self._dropped: dict[bool, dict[str, bool]] = {False: {}, True: {}}
+
+    def dropped(self, name: str, websocket: bool) -> bool:
+        """Is this request header never forwarded (hop-by-hop, rebuilt, or identity)?"""
+        memo = self._dropped[websocket]
+        verdict = memo.get(name)
+        if verdict is None:
+            drop = WEBSOCKET_DROP if websocket else REQUEST_DROP
+            verdict = name.lower() in drop or header_key(name) in self.identity_keys
+            if len(memo) < self.MEMO_LIMIT:
+                memo[name] = verdict
+        return verdict
 
 
 HEADER_RULES = web.AppKey("header_rules", HeaderRules)
@@ -93,56 +108,73 @@ HEADER_RULES = web.AppKey("header_rules", HeaderRules)
 
 def _connection_listed(headers: CIMultiDict[str] | object) -> frozenset[str]:
     if "Connection" not in headers:  # type: ignore[operator]
-        return NOTHING  # the common case: no set is built
-    listed: set[str] = set()
-    for value in headers.getall("Connection", ()):  # type: ignore[attr-defined]
-        listed.update(token.strip().lower() for token in value.split(","))
-    return frozenset(listed)
+        return NOTHING  # the common case for requests: no set is built
+    return _connection_tokens(",".join(headers.getall("Connection")))  # type: ignore[attr-defined]
+
+
+@functools.lru_cache(maxsize=256)
+def _connection_tokens(value: str) -> frozenset[str]:
+    # Memoised: nearly every upstream answer says "Connection: keep-alive".
+    return frozenset(token.strip().lower() for token in value.split(","))
+
+
+@functools.lru_cache(maxsize=256)
+def _response_drop(listed: frozenset[str]) -> frozenset[str]:
+    return HOP_BY_HOP | listed
 
 
 def upstream_headers(
-    request: web.Request, session: Session | None, rid: str, *, websocket: bool = False
-) -> CIMultiDict[str]:
-    rules = request.app[HEADER_RULES]
-    listed = _connection_listed(request.headers)
-    drop = WEBSOCKET_DROP if websocket else REQUEST_DROP
-    if listed:
-        drop = drop | listed
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in request.headers.items():
-        if name.lower() in drop or header_key(name) in rules.identity_keys:
-            continue
-        out.add(name, value)
+    request: web.Request,
+    ex: Exchange,
+    session: Session | None,
+    *,
+    websocket: bool = False,
+) -> list[tuple[str, str]]:
+    """The headers the app gets: the client's, minus what must not pass, plus ours.
+
+    A list, not a CIMultiDict: aiohttp's client copies whatever it is given
+    into its own, and a list is the cheapest thing to build and to copy.
+    """
+    app = ex.app
+    rules = app[HEADER_RULES]
+    headers = request.headers
+    listed = _connection_listed(headers)
+    dropped = rules.dropped
+    out = [
+        (name, value)
+        for name, value in headers.items()
+        if not (dropped(name, websocket) or (listed and name.lower() in listed))
+    ]
 
     # The app never sees the session token; its own cookies pass untouched.
     if "cookie" not in listed:
-        rest = parsed_cookies(request)[1]
+        rest = parsed_cookies(request, ex)[1]
         if rest:
-            out["Cookie"] = rest
+            out.append(("Cookie", rest))
 
     peer = request.remote or ""
-    trusted = peer_trusted(request)
-    # Several X-Forwarded-For lines are one list (RFC 9110 5.3): keep them all.
-    forwarded_for = ", ".join(request.headers.getall("X-Forwarded-For", ())) if trusted else ""
-    out["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
-    out["X-Forwarded-Proto"] = (
-        request.headers.get("X-Forwarded-Proto", "") if trusted else ""
-    ) or request.scheme
-    out["X-Forwarded-Host"] = (
-        request.headers.get("X-Forwarded-Host", "") if trusted else ""
-    ) or request.host
-    out["X-Request-ID"] = rid
+    if app[TRUSTED_PEER](peer):
+        # Several X-Forwarded-For lines are one list (RFC 9110 5.3): keep them all.
+        forwarded_for = ", ".join(headers.getall("X-Forwarded-For", ()))
+        proto = headers.get("X-Forwarded-Proto", "")
+        host = headers.get("X-Forwarded-Host", "")
+    else:
+        forwarded_for = proto = host = ""
+    out.append(("X-Forwarded-For", f"{forwarded_for}, {peer}" if forwarded_for else peer))
+    out.append(("X-Forwarded-Proto", proto or request.scheme))
+    out.append(("X-Forwarded-Host", host or request.host))
+    out.append(("X-Request-ID", request_id(request, ex)))
 
     if session is not None:
-        for name, value in identity_header_values(session.identity, rules.identity):
-            out[name] = value
+        out.extend(identity_header_values(session.identity, rules.identity))
     return out
 
 
-def response_headers(upstream: aiohttp.ClientResponse, own_cookies: frozenset[str]) -> CIMultiDict:
-    listed = _connection_listed(upstream.headers)
-    drop = HOP_BY_HOP | listed if listed else HOP_BY_HOP
-    out: CIMultiDict[str] = CIMultiDict()
+def response_headers(
+    upstream: aiohttp.ClientResponse, own_cookies: frozenset[str]
+) -> list[tuple[str, str]]:
+    drop = _response_drop(_connection_listed(upstream.headers))
+    out = []
     for name, value in upstream.headers.items():
         lower = name.lower()
         if lower in drop:
@@ -150,7 +182,7 @@ def response_headers(upstream: aiohttp.ClientResponse, own_cookies: frozenset[st
         # An app may not overwrite the gateway's own cookies.
         if lower == "set-cookie" and value.split("=", 1)[0].strip() in own_cookies:
             continue
-        out.add(name, value)
+        out.append((name, value))
     return out
 
 
@@ -164,12 +196,12 @@ def origin_form(request: web.Request) -> str:
     return raw if raw.startswith("/") else request.rel_url.raw_path_qs
 
 
-def _target(upstream: Upstream, request: web.Request, scheme: str | None = None) -> URL:
+def _target(upstream: Upstream, origin: str, scheme: str | None = None) -> URL:
     base = upstream.url
     if scheme:
         base = scheme + base[base.index(":") :]
     # The client's exact encoding: the app sees what was sent.
-    return URL(base + origin_form(request), encoded=True)
+    return URL(base + origin, encoded=True)
 
 
 def _bad_gateway(request: web.Request) -> web.Response:
@@ -208,29 +240,32 @@ def is_websocket(request: web.Request) -> bool:
 
 async def handle(request: web.Request) -> web.StreamResponse:
     """Everything outside the gateway's own prefix lands here."""
-    if not valid_host(request.host):
+    ex = exchange(request)
+    ex.gateway_page = False  # the app's answer: no gateway page headers unless we answer
+    host = request_host(request.host)
+    if host is None:
         return error_page(
             request, 400, "Bad request", "This host name is not valid.", code="bad_host"
         )
-    host = normalize_host(request.host)
+    origin = origin_form(request)
     try:
-        path = normalize_path(origin_form(request))
+        path = normalize_path(origin)
     except BadPath:
         return error_page(
             request, 400, "Bad request", "This address cannot be served.", code="bad_path"
         )
-    app = request.app  # a property that walks the match info: read it once
+    app = ex.app
     upstream = app[UPSTREAMS].match(host, path)
     if upstream is None:
         return error_page(
             request, 404, "Not found", "No application is configured here.", code="not_found"
         )
-    request[UPSTREAM_NAME] = upstream.name
+    ex.upstream_name = upstream.name
     decision = app[RULES].decide(host, path, request.method)
     if decision.policy == DENY:
         return _forbidden(request)
     try:
-        session = await current_session(request)
+        session = await current_session(request, ex)
     except DatabaseUnavailable:
         if decision.policy != PUBLIC:
             return unavailable(request)
@@ -241,12 +276,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
         if not decision.allows(session.identity.groups):
             return _forbidden(request)
     if is_websocket(request):
-        return await _relay_websocket(request, upstream, session)
-    return await _forward(request, upstream, session)
+        return await _relay_websocket(request, ex, upstream, session, origin)
+    return await _forward(request, ex, upstream, session, origin)
 
 
 def _unauthenticated(request: web.Request) -> web.Response:
-    request[GATEWAY_PAGE] = True
+    exchange(request).gateway_page = True
     if wants_html(request):
         raise web.HTTPFound(login_url(request, origin_form(request)))
     return web.json_response(
@@ -295,17 +330,17 @@ async def _unread_body_closes(request: web.Request, response: web.Response) -> w
 
 
 async def _forward(
-    request: web.Request, upstream: Upstream, session: Session | None
+    request: web.Request, ex: Exchange, upstream: Upstream, session: Session | None, origin: str
 ) -> web.StreamResponse:
-    headers = upstream_headers(request, session, request_id(request))
+    headers = upstream_headers(request, ex, session)
     body = _request_body(request, upstream.timeout) if request.body_exists else None
     timeout = _timeout(upstream.timeout)
-    http = request.app[HTTP]
+    http = ex.app[HTTP]
     started = time.perf_counter()
     try:
         upstream_response = await http.request(
             request.method,
-            _target(upstream, request),
+            _target(upstream, origin),
             headers=headers,
             data=body,
             timeout=timeout,
@@ -317,13 +352,13 @@ async def _forward(
     except aiohttp.ClientError as exc:
         log.warning("upstream %s unreachable: %s", upstream.name, exc)
         return await _unread_body_closes(request, _bad_gateway(request))
-    child(UPSTREAM_SECONDS, upstream.name).observe(time.perf_counter() - started)
+    UPSTREAM_SECONDS.observe(upstream.name, time.perf_counter() - started)
 
     async with upstream_response:
         response = web.StreamResponse(
             status=upstream_response.status,
             reason=upstream_response.reason,
-            headers=response_headers(upstream_response, request.app[COOKIE_NAMES].all),
+            headers=response_headers(upstream_response, ex.app[COOKIE_NAMES].all),
         )
         if "Upgrade" in request.headers:
             # An upgrade we did not perform (h2c, or websocket on a plain route):
@@ -351,9 +386,9 @@ async def _forward(
 
 
 async def _relay_websocket(
-    request: web.Request, upstream: Upstream, session: Session | None
+    request: web.Request, ex: Exchange, upstream: Upstream, session: Session | None, origin: str
 ) -> web.StreamResponse:
-    headers = upstream_headers(request, session, request_id(request), websocket=True)
+    headers = upstream_headers(request, ex, session, websocket=True)
     protocols = [
         p.strip()
         for value in request.headers.getall("Sec-WebSocket-Protocol", ())
@@ -371,8 +406,8 @@ async def _relay_websocket(
         )
     scheme = "wss" if upstream.url.startswith("https") else "ws"
     try:
-        to_app = await request.app[HTTP].ws_connect(
-            _target(upstream, request, scheme),
+        to_app = await ex.app[HTTP].ws_connect(
+            _target(upstream, origin, scheme),
             headers=headers,
             protocols=protocols,
             timeout=aiohttp.ClientWSTimeout(ws_close=10),

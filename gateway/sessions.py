@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from .config import SessionConfig
-from .counters import CACHE_HIT, CACHE_MISS
+from .counters import SESSION_CACHE
 from .db import DatabaseUnavailable, connection, rows_affected
 from .session_cache import Entry, SessionCache
 
@@ -127,6 +127,7 @@ class SessionStore:
         self.clock = clock
         self.cache = cache or SessionCache()  # disabled until an Invalidator enables it
         self._touches: dict[bytes, datetime] = {}
+        self._idle_limit = timedelta(seconds=config.idle_timeout)
 
     def _conn(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
         return connection(self.pool)
@@ -161,8 +162,7 @@ class SessionStore:
         if now >= session.expires_at:
             return True
         # "Keep me signed in" trades the idle limit for its own, longer lifetime.
-        idle_limit = timedelta(seconds=self.config.idle_timeout)
-        return not session.remember and now >= (last_seen or session.last_seen) + idle_limit
+        return not session.remember and now >= (last_seen or session.last_seen) + self._idle_limit
 
     async def lookup(self, token: str) -> Session | None:
         """The live session for a cookie value, or None. Expired rows are deleted.
@@ -175,13 +175,13 @@ class SessionStore:
         now = self.clock()
         entry = self.cache.get(token_hash, now)
         if entry is not None and not self.expired(entry.session, now, entry.last_seen):
-            CACHE_HIT.inc()
+            SESSION_CACHE.inc("hit")
             entry.last_seen = now
             if now - entry.written_last_seen >= TOUCH_INTERVAL:
                 self._touches[token_hash] = now
                 entry.written_last_seen = now
             return entry.session
-        CACHE_MISS.inc()
+        SESSION_CACHE.inc("miss")
         generation = self.cache.generation
         async with self._conn() as conn:
             row = await conn.fetchrow(SELECT_SESSION, token_hash)

@@ -32,10 +32,48 @@ THROTTLE = web.AppKey("throttle", Throttle)
 # ip -> in server.trusted_proxies? memoised (http_util.trusted_peer_check)
 TRUSTED_PEER = web.AppKey("trusted_peer", Callable[[str], bool])
 
-# Resolved once per request by auth.current_session, whoever asks first.
-SESSION = web.RequestKey("session", Session | None)
-# Set when the browser sent a session cookie that is no longer valid.
-CLEAR_COOKIE = web.RequestKey("clear_cookie", bool)
-# For the access log and the upstream: which request this is, and where it went.
-REQUEST_ID = web.RequestKey("request_id", str)
-UPSTREAM_NAME = web.RequestKey("upstream_name", str)
+
+class Exchange:
+    """What the gateway learns about one request, in one object behind one RequestKey.
+
+    Each fact used to be its own RequestKey; on the hot path every "not set
+    yet" lookup raised (and caught) a KeyError. Slots cost nothing to miss.
+    """
+
+    __slots__ = (
+        "app",
+        "clear_cookie",
+        "cookies",
+        "gateway_page",
+        "request_id",
+        "session",
+        "session_known",
+        "upstream_name",
+    )
+
+    def __init__(self, app: web.Application | None) -> None:
+        self.app = app  # request.app walks the match info on every read
+        # (the gateway's cookies, the Cookie header without them), parsed once
+        self.cookies: tuple[dict[str, str], str] | None = None
+        # Resolved once per request by auth.current_session, whoever asks first.
+        self.session: Session | None = None
+        self.session_known = False
+        # The browser sent a session cookie that is no longer valid: expire it.
+        self.clear_cookie = False
+        # A gateway page gets the browser-hardening headers; None: decide by path.
+        self.gateway_page: bool | None = None
+        # For the access log and the upstream: which request this is, and where it went.
+        self.request_id = ""
+        self.upstream_name = ""
+
+
+EXCHANGE = web.RequestKey("exchange", Exchange)
+
+
+def exchange(request: web.Request) -> Exchange:
+    """This request's Exchange, made by whoever asks first."""
+    try:
+        return request[EXCHANGE]
+    except KeyError:
+        found = request[EXCHANGE] = Exchange(request.app)
+        return found

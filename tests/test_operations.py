@@ -42,6 +42,7 @@ from gateway.config import (
     build_config,
 )
 from gateway.logs import ACCESS_LOGGER, AccessLogger, setup_logging
+from gateway.metrics import FOLD_SECONDS
 from gateway.state import CONFIG, POOL
 
 PUBLIC_RULE = [{"path": "/public/", "policy": "public"}]
@@ -490,9 +491,22 @@ async def test_workers_share_one_aggregated_view_of_metrics(db_url, tmp_path, ec
             for i in range(30):
                 async with http.get(f"{served.url}/public/{i}", headers=JSON_ACCEPT) as response:
                     assert response.status == 200, await response.text()
-            counter_files = list(scratch.glob("gateway-metrics-*/counter_*.db"))
+            # Workers fold their counts into the shared files every FOLD_SECONDS.
+            deadline = time.monotonic() + 10 * FOLD_SECONDS
+            while True:
+                counter_files = list(scratch.glob("gateway-metrics-*/counter_*.db"))
+                if len(counter_files) == 2 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
             assert len(counter_files) == 2, "both workers should have answered some requests"
 
+            async def proxied_count() -> float:
+                async with http.get(f"{served.url}/_gateway/metrics") as response:
+                    return metric(await response.text(), "gateway_requests_total", route="proxy")
+
+            while await proxied_count() < 30 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)  # until each worker's next fold is in
+            # From now on, whichever worker answers, the view is the sum of both.
             for _ in range(6):
                 async with http.get(f"{served.url}/_gateway/metrics") as response:
                     assert response.status == 200
