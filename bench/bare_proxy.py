@@ -9,7 +9,7 @@ done the same way the gateway does it (gateway/proxy.py, gateway/app.py):
   keep-alive pools, connect/read timeouts;
 - a catch-all route; the target URL is upstream + the client's raw path;
 - request headers copied minus hop-by-hop (RFC 9110 7.6.1, and whatever
-  `Connection` names), request body streamed with iter_chunked;
+  `Connection` names) into a list, request body streamed with iter_chunked;
 - response headers copied minus hop-by-hop, response body streamed with
   StreamResponse + iter_chunked; 502/504 when the upstream fails.
 
@@ -36,7 +36,6 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 from yarl import URL
 
 # The same constant and loop switch as the gateway, so the floor differs only in duties.
@@ -69,13 +68,10 @@ def _drop(headers) -> frozenset[str] | set[str]:
     return HOP_BY_HOP | listed
 
 
-def _copy(headers) -> CIMultiDict[str]:
+def _copy(headers) -> list[tuple[str, str]]:
+    # A list, as the gateway builds them: aiohttp copies whatever it gets into its own.
     drop = _drop(headers)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        if name.lower() not in drop:
-            out.add(name, value)
-    return out
+    return [(name, value) for name, value in headers.items() if name.lower() not in drop]
 
 
 async def handle(request: web.Request) -> web.StreamResponse:

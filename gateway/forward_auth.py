@@ -8,6 +8,7 @@ and never a body to render: nginx only looks at the status.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -111,6 +112,24 @@ def original_request(headers: CIMultiDict[str] | object) -> OriginalRequest:
     request, or nobody can say which one is true. Pure: headers in, facts out.
     """
     get = headers.get  # type: ignore[attr-defined]
+    return _original_request(*map(get, _DESCRIBING))
+
+
+# Every header original_request reads; its answer depends on nothing else.
+_DESCRIBING = (
+    "X-Original-URL",
+    "X-Original-Method",
+    "X-Forwarded-Method",
+    "X-Forwarded-Uri",
+    "X-Forwarded-Host",
+    "X-Forwarded-Proto",
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def _original_request(*values: str | None) -> OriginalRequest:
+    # Memoised: nginx asks about the same few URLs (pages, assets) over and over.
+    get = dict(zip(_DESCRIBING, values, strict=True)).get
     nginx, forwarded = _from_nginx(get), _from_forwarded(get)
     if nginx is not None and forwarded is not None and nginx != forwarded:
         raise Unparseable("X-Original-URL and X-Forwarded-Uri describe different requests")

@@ -72,8 +72,11 @@ EXCHANGE = web.RequestKey("exchange", Exchange)
 
 def exchange(request: web.Request) -> Exchange:
     """This request's Exchange, made by whoever asks first."""
-    try:
-        return request[EXCHANGE]
-    except KeyError:
-        found = request[EXCHANGE] = Exchange(request.app)
-        return found
+    if len(request):  # something is stored: most likely the Exchange
+        try:
+            return request[EXCHANGE]
+        except KeyError:
+            pass
+    # The first ask (usually the handler's) costs no raised KeyError.
+    found = request[EXCHANGE] = Exchange(request.app)
+    return found

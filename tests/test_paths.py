@@ -271,6 +271,19 @@ def test_nginx_style_ipv6_host():
     assert (got.host, got.path) == ("::1", "/x")
 
 
+def test_memoised_answers_follow_every_describing_header():
+    # original_request is memoised on its headers: each of them must be part of the key.
+    url = "http://app.example.com/memo"
+    assert original_request(h(X_Original_URL=url)).method == "GET"
+    assert original_request(h(X_Original_URL=url, X_Original_Method="POST")).method == "POST"
+    assert original_request(h(X_Original_URL=url)).method == "GET"
+    with pytest.raises(Unparseable):
+        original_request(h(X_Original_URL=url, X_Forwarded_Method="PUT", X_Original_Method="GET"))
+    with pytest.raises(Unparseable):  # a refusal is not remembered as an answer
+        original_request(h(X_Original_URL=url, X_Forwarded_Uri="/other", X_Forwarded_Host="x"))
+    assert original_request(h(X_Original_URL=url)).path == "/memo"
+
+
 TRAEFIK = {
     "X-Forwarded-Method": "DELETE",
     "X-Forwarded-Proto": "https",
