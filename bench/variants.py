@@ -1,0 +1,85 @@
+"""Experiments behind bench/PROFILE.md: the gateway with parts of its hot path swapped out.
+
+    python bench/variants.py VARIANT[,VARIANT...] serve -c CONFIG --workers 1
+    python bench/cpu.py --variant VARIANT[,VARIANT...]     (measures it beside the bare proxy)
+
+Never for production: it patches the gateway in this process only, to answer
+"how much of the cost is X?". Variants:
+
+- `bare-handler`: bench/bare_proxy.py's handler and client in place of
+  gateway.proxy.handle, inside the gateway's own app, router, before-headers
+  signal and process. What is left between it and the bare proxy is the
+  gateway's environment; what is between it and the real gateway is the
+  handler's duties (session, rules, headers, request id, timing).
+- `no-before-headers`: the before-headers steps (security headers, stale
+  cookie, request count, X-Request-ID) emptied; the signal itself stays.
+- `extra-headers` (with bare-handler): the bare handler also sends the eight
+  headers the gateway adds upstream (X-Forwarded-*, X-Request-ID, identity),
+  with fixed values: what aiohttp's client charges for them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import bare_proxy
+from aiohttp import web
+
+import gateway.app
+import gateway.proxy
+import gateway.server
+from gateway.cli import main
+
+VARIANTS = ("bare-handler", "no-before-headers", "extra-headers")
+ADDED_UPSTREAM = (
+    "X-Forwarded-For",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Host",
+    "X-Request-ID",
+    "X-Remote-User",
+    "X-Remote-Email",
+    "X-Remote-Name",
+    "X-Remote-Groups",
+)
+
+
+def bare_handler(extra_headers: bool) -> None:
+    original_create_app = gateway.app.create_app
+    if extra_headers:
+        copy = bare_proxy._copy
+
+        def request_copy(headers):
+            out = copy(headers)
+            if "Host" in headers:  # a request's headers, not the upstream's answer
+                out.extend((name, "bench-variant-value") for name in ADDED_UPSTREAM)
+            return out
+
+        bare_proxy._copy = request_copy
+
+    def create_app(config, **kwargs) -> web.Application:
+        app = original_create_app(config, **kwargs)
+        app[bare_proxy.UPSTREAM] = config.upstreams[0].url.rstrip("/")
+        app.cleanup_ctx.append(bare_proxy._http_client)  # its own client, set up as in the floor
+        return app
+
+    # app.create_app reads proxy.handle when it builds the routes; server imported create_app.
+    gateway.proxy.handle = bare_proxy.handle
+    gateway.app.create_app = gateway.server.create_app = create_app
+
+
+def apply(names: list[str]) -> None:
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown or ("extra-headers" in names and "bare-handler" not in names):
+        known = ", ".join(VARIANTS)
+        sys.exit(f"variants: expected some of {known} (extra-headers needs bare-handler)")
+    if "bare-handler" in names:
+        bare_handler(extra_headers="extra-headers" in names)
+    if "no-before-headers" in names:
+        gateway.app._BEFORE_HEADERS = ()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    apply(sys.argv[1].split(","))
+    sys.exit(main(sys.argv[2:]))
