@@ -274,6 +274,32 @@ def _networks(value: Any) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(v, strict=False) for v in _string_list(value))
 
 
+# Headers an identity header may not be named after: the gateway sets them
+# itself (gateway/proxy.py REBUILT), or they frame the message (hop-by-hop,
+# Host, Content-Length). As '_'/'.'-folded lower case, like the comparison above.
+RESERVED_HEADERS = frozenset(
+    {
+        "cookie",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-request-id",
+        "host",
+        "content-length",
+        "content-type",
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
 def _header_name(value: Any) -> str:
     text = _string(value)
     if not _HEADER_NAME.fullmatch(text):
@@ -593,6 +619,8 @@ def build_config(
     ]
     if len(set(headers)) != len(headers):
         r.error("identity_headers", "header names must be distinct")
+    for taken in sorted(set(headers) & RESERVED_HEADERS):
+        r.error("identity_headers", f"{taken} is set by the gateway or by HTTP itself")
     if errors:
         raise ConfigError(errors)
     return config

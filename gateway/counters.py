@@ -49,9 +49,11 @@ class Tally:
         pending[labels] = pending.get(labels, 0) + 1
 
     def fold(self) -> None:
-        pending, self._pending = self._pending, {}
-        for labels, count in pending.items():
-            self.counter.labels(*labels).inc(count)
+        pending = self._pending
+        for labels in list(pending):
+            # Removed only once added: a failing inc keeps the rest for next time.
+            self.counter.labels(*labels).inc(pending[labels])
+            del pending[labels]
 
 
 class Timings:
@@ -71,15 +73,21 @@ class Timings:
         entry[1][bisect_left(self._bounds, seconds)] += 1
 
     def fold(self) -> None:
-        pending, self._pending = self._pending, {}
-        for label, (total, counts) in pending.items():
+        pending = self._pending
+        for label in list(pending):
+            total, counts = pending[label]
             child = self.histogram.labels(label)
             # prometheus_client has no public "add n observations"; its own
             # observe() is exactly these two steps, once per observation.
+            # Each amount is zeroed once added, so a failure part-way keeps
+            # only what was not added yet.
             child._sum.inc(total[0])
+            total[0] = 0.0
             for i, count in enumerate(counts):
                 if count:
                     child._buckets[i].inc(count)
+                    counts[i] = 0
+            del pending[label]
 
 
 REQUESTS = Tally(_REQUESTS)

@@ -129,7 +129,7 @@ _DESCRIBING = (
 @functools.lru_cache(maxsize=1024)
 def _original_request(*values: str | None) -> OriginalRequest:
     # Memoised: nginx asks about the same few URLs (pages, assets) over and over.
-    get = dict(zip(_DESCRIBING, values, strict=True)).get
+    get = CIMultiDict(zip(_DESCRIBING, values, strict=True)).get
     nginx, forwarded = _from_nginx(get), _from_forwarded(get)
     if nginx is not None and forwarded is not None and nginx != forwarded:
         raise Unparseable("X-Original-URL and X-Forwarded-Uri describe different requests")

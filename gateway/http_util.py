@@ -41,7 +41,7 @@ def trusted_peer_check(trusted: tuple[IPNetwork, ...]) -> Callable[[str], bool]:
 
 def peer_trusted(request: web.Request, app: web.Application | None = None) -> bool:
     """Is the socket's peer one of server.trusted_proxies? (Asked on every request.)"""
-    return (app or request.app)[TRUSTED_PEER](request.remote or "")
+    return (request.app if app is None else app)[TRUSTED_PEER](request.remote or "")
 
 
 def client_ip(request: web.BaseRequest, config: Config) -> str:

@@ -53,17 +53,17 @@ def setup_logging(config: LogConfig) -> None:
 
 
 def access_fields(request: web.BaseRequest, response: web.StreamResponse, seconds: float) -> dict:
-    # A request refused before routing (a malformed one) has no Exchange, nor an app.
-    ex = request.get(EXCHANGE) or Exchange(None)
-    session = ex.session
+    # A request refused before routing (a malformed one) has no Exchange.
+    ex = request.get(EXCHANGE)
+    session = ex.session if ex is not None else None
     return {
-        "request_id": ex.request_id,
+        "request_id": ex.request_id if ex is not None else "",
         "method": request.method,
         "path": request.rel_url.raw_path,
         "status": response.status,
         "duration_ms": round(seconds * 1000, 2),
         "user": session.identity.username if session is not None else "",
-        "upstream": ex.upstream_name,
+        "upstream": ex.upstream_name if ex is not None else "",
         "peer": peer_ip(request),
         "bytes": response.body_length,
     }

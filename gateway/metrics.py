@@ -1,5 +1,5 @@
-"""Prometheus metrics: counters and histograms updated on the request path,
-exposed at `{prefix}/metrics` to trusted proxies only.
+"""Prometheus metrics: what the request path counts, exposed at
+`{prefix}/metrics` to trusted proxies only.
 
 Counts are kept in plain dicts on the request path and folded into the
 series every FOLD_SECONDS, before each scrape, and on shutdown (counters.py).
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -25,6 +26,8 @@ from .counters import DB_POOL, REQUESTS
 from .db import DB_ERRORS
 from .http_util import peer_trusted
 from .state import CLOCK, CONFIG, POOL, Exchange
+
+log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 FOLD_SECONDS = 1.0
@@ -86,18 +89,25 @@ async def sampler(app: web.Application) -> AsyncIterator[None]:
         next_pool_sample = 0.0
         loop = asyncio.get_running_loop()
         while True:
-            counters.fold()
-            if loop.time() >= next_pool_sample:
-                pool = app[POOL]
-                size, idle = pool.get_size(), pool.get_idle_size()
-                DB_POOL.labels("in_use").set(size - idle)
-                DB_POOL.labels("idle").set(idle)
-                next_pool_sample = loop.time() + POOL_SAMPLE_SECONDS
+            try:
+                counters.fold()
+                if loop.time() >= next_pool_sample:
+                    pool = app[POOL]
+                    size, idle = pool.get_size(), pool.get_idle_size()
+                    DB_POOL.labels("in_use").set(size - idle)
+                    DB_POOL.labels("idle").set(idle)
+                    next_pool_sample = loop.time() + POOL_SAMPLE_SECONDS
+            except Exception:
+                # One bad round (say, the multiprocess files' disk is full) must
+                # not end folding for good; what was not folded is kept.
+                log.exception("metrics: folding counts or sampling the pool failed")
             await asyncio.sleep(FOLD_SECONDS)
 
     task = asyncio.create_task(sample())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    counters.fold()  # nothing counted is lost when a worker stops
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        counters.fold()  # nothing counted is lost when a worker stops

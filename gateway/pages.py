@@ -411,7 +411,8 @@ def add_security_headers(request: web.Request, response: web.StreamResponse, ex:
     """Before headers go out: every gateway page gets the hardening headers.
 
     Flagged pages, and anything under the prefix (aiohttp's own 404/413 too)
-    unless flagged False: /auth answers are read by nginx, never shown.
+    unless flagged False: /auth answers are read by nginx, never shown, and
+    the proxy flags the app's answers False (they are the app's to harden).
     """
     flag = ex.gateway_page
     if flag or (flag is None and request.path.startswith(ex.app[CONFIG].server.prefix)):

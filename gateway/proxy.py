@@ -83,7 +83,10 @@ class HeaderRules:
     """Per-app header decisions, made once per header name, so the hot path
     does no string building: most requests carry the same dozen names."""
 
-    MEMO_LIMIT = 4096  # names are client-chosen: the memo must not grow without bound
+    # Names are client-chosen: the memo keeps short ones only and starts over
+    # when full, so junk names can neither grow it nor crowd out common ones.
+    MEMO_LIMIT = 1024
+    MEMO_NAME_CHARS = 64
 
     def __init__(self, config: Config) -> None:
         ih = config.identity_headers
@@ -98,7 +101,9 @@ class HeaderRules:
         if verdict is None:
             drop = WEBSOCKET_DROP if websocket else REQUEST_DROP
             verdict = name.lower() in drop or header_key(name) in self.identity_keys
-            if len(memo) < self.MEMO_LIMIT:
+            if len(name) <= self.MEMO_NAME_CHARS:
+                if len(memo) >= self.MEMO_LIMIT:
+                    memo.clear()
                 memo[name] = verdict
         return verdict
 

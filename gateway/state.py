@@ -51,7 +51,7 @@ class Exchange:
         "upstream_name",
     )
 
-    def __init__(self, app: web.Application | None) -> None:
+    def __init__(self, app: web.Application) -> None:
         self.app = app  # request.app walks the match info on every read
         # (the gateway's cookies, the Cookie header without them), parsed once
         self.cookies: tuple[dict[str, str], str] | None = None
@@ -60,7 +60,9 @@ class Exchange:
         self.session_known = False
         # The browser sent a session cookie that is no longer valid: expire it.
         self.clear_cookie = False
-        # A gateway page gets the browser-hardening headers; None: decide by path.
+        # A gateway page gets the browser-hardening headers. None: not decided by a
+        # handler (aiohttp's own answers), so pages.add_security_headers goes by path;
+        # proxy.handle sets False, so an app's answers never get them.
         self.gateway_page: bool | None = None
         # For the access log and the upstream: which request this is, and where it went.
         self.request_id = ""

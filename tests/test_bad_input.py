@@ -1311,6 +1311,25 @@ def assert_hardened(response: aiohttp.ClientResponse | RawResponse, body: str, w
         assert marker not in body, (what, marker)
 
 
+async def test_the_apps_answers_get_no_gateway_page_headers(gateway, db):
+    """Hardening headers are for the gateway's own pages; the app's answers pass as sent.
+
+    Also on a path that merely starts with the prefix's letters (`/_gatewayx/`):
+    it is the app's, not the gateway's.
+    """
+    client = await gateway(rule=[{"path": "/", "policy": "public"}])
+    for path in ("/_gatewayx/page", "/plain"):
+        response = await client.get(path, headers={"Accept": "application/json"})
+        assert response.status == 200, path
+        assert (await response.json())["path"] == path
+        for name in ("X-Frame-Options", "Content-Security-Policy", "Referrer-Policy"):
+            assert name not in response.headers, (path, name)
+        assert response.headers.get("X-Request-ID"), path  # every answer still names its id
+    page = await client.get("/_gateway/nope", headers={"Accept": "application/json"})
+    assert page.status == 404
+    assert page.headers.get("X-Frame-Options") == "DENY"
+
+
 async def test_security_headers_on_every_gateway_page(gateway, alice, db):
     down = f"http://127.0.0.1:{closed_port()}"
     client = await gateway(

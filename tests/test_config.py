@@ -500,6 +500,13 @@ BAD_VALUES = [
     # Identity headers are compared case-insensitively and with '_' for '-'
     # (DESIGN: spoof stripping), so these two are the same header to an app.
     ({"identity_headers": {"email": "X_Remote_User"}}, "identity_headers"),
+    # Names the gateway sets itself, or that frame the message: an identity
+    # header there would be sent twice, or change how the request is read.
+    ({"identity_headers": {"user": "X-Forwarded-Host"}}, "identity_headers"),
+    ({"identity_headers": {"user": "x_request_id"}}, "identity_headers"),
+    ({"identity_headers": {"name": "Cookie"}}, "identity_headers"),
+    ({"identity_headers": {"groups": "Transfer-Encoding"}}, "identity_headers"),
+    ({"identity_headers": {"email": "Host"}}, "identity_headers"),
     # upstreams
     ({"upstream": [{"name": "app"}]}, "upstream[0].url"),
     ({"upstream": [{"url": "localhost:9000"}]}, "upstream[0].url"),
@@ -741,3 +748,11 @@ def test_repo_config_toml_loads():
         Rule(path="/static/", policy="public"),
         Rule(path="/admin/", groups=("admins",)),
     )
+
+
+def test_reserved_identity_names_cover_every_header_the_proxy_rebuilds_or_drops():
+    # An identity header named like one of these would be dropped, or sent twice.
+    from gateway.config import RESERVED_HEADERS
+    from gateway.proxy import REQUEST_DROP
+
+    assert REQUEST_DROP <= RESERVED_HEADERS

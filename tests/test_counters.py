@@ -74,3 +74,36 @@ def test_timings_keep_upstreams_apart_and_fold_once(registry):
     assert sample(registry, "t_up_count", upstream="a") == 1
     assert sample(registry, "t_up_count", upstream="b") == 1
     assert sample(registry, "t_up_sum", upstream="b") == pytest.approx(0.5)
+
+
+class FlakyCounter:
+    """A counter whose first inc() fails, like a multiprocess file on a full disk."""
+
+    def __init__(self) -> None:
+        self.totals: dict[tuple[str, ...], float] = {}
+        self.failures = 1
+
+    def labels(self, *labels: str):
+        counter = self
+
+        class Child:
+            def inc(self, amount: float) -> None:
+                if counter.failures:
+                    counter.failures -= 1
+                    raise OSError("no space left on device")
+                counter.totals[labels] = counter.totals.get(labels, 0) + amount
+
+        return Child()
+
+
+def test_a_failed_fold_keeps_what_it_could_not_add():
+    counter = FlakyCounter()
+    tally = Tally(counter)  # type: ignore[arg-type]
+    tally.inc("a")
+    tally.inc("a")
+    tally.inc("b")
+    with pytest.raises(OSError):
+        tally.fold()
+    tally.inc("a")
+    tally.fold()
+    assert counter.totals == {("a",): 3, ("b",): 1}

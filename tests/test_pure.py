@@ -13,7 +13,7 @@ import re
 import argon2
 import pytest
 
-from gateway.config import Rule, Upstream
+from gateway.config import Rule, Upstream, build_config
 from gateway.csrf import CsrfSigner, cross_site, origin_of
 from gateway.http_util import split_cookies
 from gateway.passwords import (
@@ -23,7 +23,7 @@ from gateway.passwords import (
     check_new_password,
 )
 from gateway.paths import normalize_host
-from gateway.proxy import header_key
+from gateway.proxy import HeaderRules, header_key
 from gateway.proxy_routes import UpstreamTable
 from gateway.redirects import safe_redirect
 from gateway.rules import Decision, RuleSet
@@ -876,3 +876,24 @@ def test_is_token_rejects(value):
 @pytest.mark.parametrize("value", ["a" * 43, "_" * 43, "-" * 43, "A0_-" * 10 + "xyz"])
 def test_is_token_accepts(value):
     assert is_token(value) is True
+
+
+# proxy.HeaderRules.dropped: memoised per header name, bounded against junk names
+
+
+@pytest.mark.parametrize("websocket", [False, True])
+def test_header_verdicts_stay_right_and_bounded_under_a_flood_of_names(websocket):
+    config = build_config({"upstream": [{"url": "http://127.0.0.1:9"}]})
+    rules = HeaderRules(config)
+    spoofs = ["X-Remote-User", "x_remote_user", "X.Remote.Groups", "Connection", "Cookie"]
+    for _ in range(2):  # first computed, then from the memo
+        assert all(rules.dropped(name, websocket) for name in spoofs)
+        assert not rules.dropped("Accept", websocket)
+    assert rules.dropped("Sec-WebSocket-Key", websocket) is websocket
+    for i in range(5 * HeaderRules.MEMO_LIMIT):
+        assert not rules.dropped(f"X-Junk-{i}", websocket)
+    assert not rules.dropped("X-" + "y" * 5000, websocket)  # long names are not kept
+    assert rules.dropped("X_" + "Remote-User", websocket)
+    memo = rules._dropped[websocket]
+    assert len(memo) <= HeaderRules.MEMO_LIMIT
+    assert all(len(name) <= HeaderRules.MEMO_NAME_CHARS for name in memo)
