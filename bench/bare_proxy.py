@@ -39,7 +39,7 @@ from aiohttp import web
 from yarl import URL
 
 # The same constant and loop switch as the gateway, so the floor differs only in duties.
-from gateway.proxy import HOP_BY_HOP
+from gateway.header_names import HOP_BY_HOP
 from gateway.server import use_uvloop
 
 CHUNK = 64 * 1024

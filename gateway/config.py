@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .header_names import RESERVED
+
 DEFAULT_CONFIG_FILE = "config.toml"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -272,32 +274,6 @@ def _prefix(value: Any) -> str:
 
 def _networks(value: Any) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(v, strict=False) for v in _string_list(value))
-
-
-# Headers an identity header may not be named after: the gateway sets them
-# itself (gateway/proxy.py REBUILT), or they frame the message (hop-by-hop,
-# Host, Content-Length). As '_'/'.'-folded lower case, like the comparison above.
-RESERVED_HEADERS = frozenset(
-    {
-        "cookie",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "x-request-id",
-        "host",
-        "content-length",
-        "content-type",
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 
 
 def _header_name(value: Any) -> str:
@@ -619,7 +595,7 @@ def build_config(
     ]
     if len(set(headers)) != len(headers):
         r.error("identity_headers", "header names must be distinct")
-    for taken in sorted(set(headers) & RESERVED_HEADERS):
+    for taken in sorted(set(headers) & RESERVED):
         r.error("identity_headers", f"{taken} is set by the gateway or by HTTP itself")
     if errors:
         raise ConfigError(errors)

@@ -22,6 +22,7 @@ from .auth import COOKIE_NAMES, current_session, identity_header_values, parsed_
 from .config import Config, Upstream
 from .counters import UPSTREAM_SECONDS
 from .db import DatabaseUnavailable
+from .header_names import HOP_BY_HOP, REBUILT
 from .http_util import request_id, wants_html
 from .pages import error_page, login_url, unavailable
 from .paths import BadPath, normalize_path, request_host
@@ -33,20 +34,6 @@ log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
 
-# RFC 9110 7.6.1, plus the old Proxy-Connection that some clients still send.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 # aiohttp's WebSocket client writes its own handshake headers.
 WEBSOCKET_HANDSHAKE = frozenset(
     {
@@ -59,10 +46,6 @@ WEBSOCKET_HANDSHAKE = frozenset(
 )
 
 
-# Headers the gateway sets itself (or rebuilds, like Cookie) are never copied.
-REBUILT = frozenset(
-    {"cookie", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id"}
-)
 REQUEST_DROP = HOP_BY_HOP | REBUILT
 NOTHING: frozenset[str] = frozenset()
 WEBSOCKET_DROP = REQUEST_DROP | WEBSOCKET_HANDSHAKE

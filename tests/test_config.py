@@ -752,7 +752,7 @@ def test_repo_config_toml_loads():
 
 def test_reserved_identity_names_cover_every_header_the_proxy_rebuilds_or_drops():
     # An identity header named like one of these would be dropped, or sent twice.
-    from gateway.config import RESERVED_HEADERS
+    from gateway.header_names import RESERVED
     from gateway.proxy import REQUEST_DROP
 
-    assert REQUEST_DROP <= RESERVED_HEADERS
+    assert REQUEST_DROP <= RESERVED
