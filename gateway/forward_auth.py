@@ -112,9 +112,15 @@ def original_request(headers: CIMultiDict[str] | object) -> OriginalRequest:
     request, or nobody can say which one is true. Pure: headers in, facts out.
     """
     get = headers.get  # type: ignore[attr-defined]
-    return _original_request(*map(get, _DESCRIBING))
+    values = tuple(map(get, _DESCRIBING))
+    if sum(len(v) for v in values if v) > MEMO_MAX_CHARS:
+        # Client-shaped values: long ones are answered but not kept, so the
+        # memo stays small (1024 entries of at most MEMO_MAX_CHARS).
+        return _original_request.__wrapped__(*values)
+    return _original_request(*values)
 
 
+MEMO_MAX_CHARS = 2048
 # Every header original_request reads; its answer depends on nothing else.
 _DESCRIBING = (
     "X-Original-URL",

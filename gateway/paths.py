@@ -82,10 +82,18 @@ def normalize_host(host: str) -> str:
     return host.rstrip(".")
 
 
-@functools.lru_cache(maxsize=1024)
-def request_host(host: str) -> str | None:
-    """The Host header as rules and upstreams see it, or None if it is not valid.
+# Longer than any host name with a port (253 + 6) or IP literal: never valid.
+MAX_HOST_CHARS = 300
 
-    Memoised: a gateway serves a handful of host names, asked on every request.
-    """
+
+def request_host(host: str) -> str | None:
+    """The Host header as rules and upstreams see it, or None if it is not valid."""
+    if len(host) > MAX_HOST_CHARS:
+        return None  # and not memoised: the memo holds short strings only
+    return _request_host(host)
+
+
+@functools.lru_cache(maxsize=1024)
+def _request_host(host: str) -> str | None:
+    # Memoised: a gateway serves a handful of host names, asked on every request.
     return normalize_host(host) if valid_host(host) else None

@@ -51,7 +51,6 @@ NOTHING: frozenset[str] = frozenset()
 WEBSOCKET_DROP = REQUEST_DROP | WEBSOCKET_HANDSHAKE
 
 
-@functools.lru_cache(maxsize=4096)
 def header_key(name: str) -> str:
     """How a header name compares for spoofing: case, '_' and '.' folded to '-'.
 

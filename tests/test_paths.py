@@ -13,7 +13,14 @@ from multidict import CIMultiDict
 from gateway.config import Rule
 from gateway.forward_auth import OriginalRequest, Unparseable, original_request
 from gateway.pages import rd_from_query
-from gateway.paths import BadPath, normalize_host, normalize_path, valid_host
+from gateway.paths import (
+    BadPath,
+    _request_host,
+    normalize_host,
+    normalize_path,
+    request_host,
+    valid_host,
+)
 from gateway.rules import AUTHENTICATED, DENY, PUBLIC, RuleSet
 
 # --- normalize_path ---------------------------------------------------------
@@ -284,6 +291,17 @@ def test_memoised_answers_follow_every_describing_header():
     assert original_request(h(X_Original_URL=url)).path == "/memo"
 
 
+def test_long_original_requests_are_answered_but_not_memoised():
+    from gateway.forward_auth import MEMO_MAX_CHARS, _original_request
+
+    before = _original_request.cache_info().currsize
+    for i in range(20):
+        path = f"/long/{i}/" + "x" * MEMO_MAX_CHARS
+        got = original_request(h(X_Original_URL="http://app.example.com" + path))
+        assert got.path == path
+    assert _original_request.cache_info().currsize == before
+
+
 TRAEFIK = {
     "X-Forwarded-Method": "DELETE",
     "X-Forwarded-Proto": "https",
@@ -525,6 +543,8 @@ def test_rd_from_query(query, rd):
 )
 def test_valid_host(host):
     assert valid_host(host)
+    assert request_host(host) == normalize_host(host)  # and the same through the memo
+    assert request_host(host) == normalize_host(host)
 
 
 @pytest.mark.parametrize(
@@ -551,3 +571,13 @@ def test_valid_host(host):
 )
 def test_nonsense_host_is_not_valid(host):
     assert not valid_host(host)
+    assert request_host(host) is None
+
+
+def test_longest_valid_host_still_passes_and_long_ones_are_not_memoised():
+    longest = "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 61 + ":65535"
+    assert valid_host(longest) and request_host(longest) == normalize_host(longest)
+    before = _request_host.cache_info().currsize
+    for i in range(50):
+        assert request_host(f"{i}" + "h" * 4000) is None
+    assert _request_host.cache_info().currsize == before
