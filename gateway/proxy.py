@@ -23,12 +23,12 @@ from .config import Config, Upstream
 from .counters import UPSTREAM_SECONDS
 from .db import DatabaseUnavailable
 from .header_names import HOP_BY_HOP, REBUILT
-from .http_util import request_id, wants_html
+from .http_util import peer_trusted, request_id, wants_html
 from .pages import error_page, login_url, unavailable
 from .paths import BadPath, normalize_path, request_host
 from .rules import DENY, PUBLIC
 from .sessions import Session
-from .state import HTTP, RULES, TRUSTED_PEER, UPSTREAMS, Exchange, exchange
+from .state import HTTP, RULES, UPSTREAMS, Exchange, exchange
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ WEBSOCKET_HANDSHAKE = frozenset(
 
 REQUEST_DROP = HOP_BY_HOP | REBUILT
 NOTHING: frozenset[str] = frozenset()
+# Memos keyed by client-shaped strings keep keys up to this long only.
+MEMO_KEY_CHARS = 64
 WEBSOCKET_DROP = REQUEST_DROP | WEBSOCKET_HANDSHAKE
 
 
@@ -68,7 +70,6 @@ class HeaderRules:
     # Names are client-chosen: the memo keeps short ones only and starts over
     # when full, so junk names can neither grow it nor crowd out common ones.
     MEMO_LIMIT = 1024
-    MEMO_NAME_CHARS = 64
 
     def __init__(self, config: Config) -> None:
         ih = config.identity_headers
@@ -83,7 +84,7 @@ class HeaderRules:
         if verdict is None:
             drop = WEBSOCKET_DROP if websocket else REQUEST_DROP
             verdict = name.lower() in drop or header_key(name) in self.identity_keys
-            if len(name) <= self.MEMO_NAME_CHARS:
+            if len(name) <= MEMO_KEY_CHARS:
                 if len(memo) >= self.MEMO_LIMIT:
                     memo.clear()
                 memo[name] = verdict
@@ -96,7 +97,10 @@ HEADER_RULES = web.AppKey("header_rules", HeaderRules)
 def _connection_listed(headers: CIMultiDict[str] | object) -> frozenset[str]:
     if "Connection" not in headers:  # type: ignore[operator]
         return NOTHING  # the common case for requests: no set is built
-    return _connection_tokens(",".join(headers.getall("Connection")))  # type: ignore[attr-defined]
+    value = ",".join(headers.getall("Connection"))  # type: ignore[attr-defined]
+    if len(value) > MEMO_KEY_CHARS:
+        return _connection_tokens.__wrapped__(value)  # client-shaped: not kept
+    return _connection_tokens(value)
 
 
 @functools.lru_cache(maxsize=256)
@@ -140,7 +144,7 @@ def upstream_headers(
             out.append(("Cookie", rest))
 
     peer = request.remote or ""
-    if app[TRUSTED_PEER](peer):
+    if peer_trusted(request, app):
         # Several X-Forwarded-For lines are one list (RFC 9110 5.3): keep them all.
         forwarded_for = ", ".join(headers.getall("X-Forwarded-For", ()))
         proto = headers.get("X-Forwarded-Proto", "")

@@ -35,6 +35,28 @@ from gateway.echo import create_echo_app
 from gateway.passwords import Passwords
 
 PASSWORD = "correct horse battery staple"
+
+# Host headers no app may be asked with (paths.valid_host refuses each; the
+# gateway must answer them with a 4xx, never forward them or fail).
+NONSENSE_HOSTS = [
+    "",
+    "../../etc",
+    "a b",
+    "h" * 1024,
+    "[::1",
+    "[::1]:x",
+    ":",
+    "::::",
+    "\u00e9.example",
+    "example.com:99999",
+    "example.com:-1",
+    "[]",
+    "@",
+    "a/b",
+    "a\\b",
+    "x.com:",
+    "a@b.com",
+]
 REPO = Path(__file__).resolve().parent.parent
 
 

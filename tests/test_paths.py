@@ -8,6 +8,7 @@ the upstream will see it before any rule looks at it, so no spelling of
 from __future__ import annotations
 
 import pytest
+from conftest import NONSENSE_HOSTS
 from multidict import CIMultiDict
 
 from gateway.config import Rule
@@ -547,28 +548,7 @@ def test_valid_host(host):
     assert request_host(host) == normalize_host(host)
 
 
-@pytest.mark.parametrize(
-    "host",
-    [
-        "",
-        "../../etc",
-        "a b",
-        "h" * 1024,
-        "[::1",
-        "[::1]:x",
-        ":",
-        "::::",
-        "\u00e9.example",
-        "example.com:99999",
-        "example.com:-1",
-        "[]",
-        "@",
-        "a/b",
-        "a\\b",
-        "x.com:",
-        "a@b.com",
-    ],
-)
+@pytest.mark.parametrize("host", NONSENSE_HOSTS)
 def test_nonsense_host_is_not_valid(host):
     assert not valid_host(host)
     assert request_host(host) is None

@@ -23,7 +23,7 @@ from gateway.passwords import (
     check_new_password,
 )
 from gateway.paths import normalize_host
-from gateway.proxy import HeaderRules, header_key
+from gateway.proxy import MEMO_KEY_CHARS, HeaderRules, header_key
 from gateway.proxy_routes import UpstreamTable
 from gateway.redirects import safe_redirect
 from gateway.rules import Decision, RuleSet
@@ -896,4 +896,4 @@ def test_header_verdicts_stay_right_and_bounded_under_a_flood_of_names(websocket
     assert rules.dropped("X_" + "Remote-User", websocket)
     memo = rules._dropped[websocket]
     assert len(memo) <= HeaderRules.MEMO_LIMIT
-    assert all(len(name) <= HeaderRules.MEMO_NAME_CHARS for name in memo)
+    assert all(len(name) <= MEMO_KEY_CHARS for name in memo)
