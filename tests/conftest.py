@@ -26,6 +26,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import users
 from gateway.app import create_app
@@ -58,6 +59,15 @@ NONSENSE_HOSTS = [
     "a@b.com",
 ]
 REPO = Path(__file__).resolve().parent.parent
+
+# The browser layer (tests/chromium.py): Chromium fixtures and page checks.
+pytest_plugins = ["chromium"]
+
+
+def in_ci() -> bool:
+    """Under CI (CI=true, as .ci/run's callers set it) nothing may be skipped for want
+    of a tool: a missing nginx, Caddy, Traefik or Chromium fails the run."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def free_port() -> int:
@@ -200,9 +210,11 @@ async def gateway(
     """Start a gateway on a real socket: `client = await gateway(session={...})`."""
     clients: list[TestClient] = []
 
-    async def start(config: Config | None = None, **sections: Any) -> TestClient:
+    async def start(
+        config: Config | None = None, *, port: int | None = None, **sections: Any
+    ) -> TestClient:
         app = create_app(config or make_config(**sections), clock=clock)
-        client = TestClient(TestServer(app, host="127.0.0.1"))
+        client = TestClient(TestServer(app, host="127.0.0.1", port=port))
         await client.start_server()
         clients.append(client)
         return client
@@ -305,6 +317,26 @@ async def fresh_get(
         )
         await response.read()
         return response
+
+
+# -- metrics, as a scraper reads them ------------------------------------------------
+
+
+def metric(text: str, sample: str, **labels: str) -> float:
+    """Sum of the samples called `sample` whose labels include `labels` (0 when absent)."""
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total
+
+
+async def scrape(client: TestClient) -> str:
+    response = await client.get("/_gateway/metrics")
+    text = await response.text()
+    assert response.status == 200, text
+    return text
 
 
 __all__ = ["PASSWORD", "FakeClock", "create_user", "csrf_token", "fresh_get", "sign_in", "web"]

@@ -28,7 +28,17 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import PASSWORD, cli_env, create_user, free_port, fresh_get, sign_in, start_cli
+from conftest import (
+    PASSWORD,
+    cli_env,
+    create_user,
+    free_port,
+    fresh_get,
+    metric,
+    scrape,
+    sign_in,
+    start_cli,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import maintenance
@@ -53,16 +63,6 @@ HEX_ID = re.compile(r"[0-9a-f]{32}")
 # -- helpers ---------------------------------------------------------------------
 
 
-def metric(text: str, sample: str, **labels: str) -> float:
-    """Sum of the samples called `sample` whose labels include `labels` (0 when absent)."""
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
-                total += s.value
-    return total
-
-
 def samples(text: str, family_name: str) -> list[Any]:
     for family in text_string_to_metric_families(text):
         if family.name == family_name:
@@ -83,13 +83,6 @@ def request_counts(text: str) -> dict[tuple[str, str], float]:
 def request_deltas(before: str, after: str) -> dict[tuple[str, str], float]:
     old, new = request_counts(before), request_counts(after)
     return {k: v - old.get(k, 0) for k, v in new.items() if v != old.get(k, 0)}
-
-
-async def scrape(client: TestClient) -> str:
-    response = await client.get("/_gateway/metrics")
-    text = await response.text()
-    assert response.status == 200, text
-    return text
 
 
 async def signed_in(
