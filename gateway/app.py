@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import aiohttp_jinja2
 import jinja2
-from aiohttp import web
+from aiohttp import web, web_response
 
 from . import forward_auth, logs, maintenance, metrics, pages, proxy
 from .auth import COOKIE_NAMES, clear_stale_cookie, cookie_names
@@ -19,7 +19,7 @@ from .db import DatabaseUnavailable, create_pool, embedded_postgres, prepare_dat
 from .http_util import trusted_peer_check
 from .passwords import Passwords
 from .proxy_routes import UpstreamTable
-from .resources import resource_dir
+from .resources import favicon_uri, resource_dir
 from .rules import RuleSet
 from .session_cache import Invalidator
 from .sessions import Clock, SessionStore, utc_now
@@ -42,6 +42,12 @@ from .state import (
 from .throttle import Throttle
 
 TOUCH_FLUSH_SECONDS = 10.0
+
+# aiohttp puts "Python/3.x aiohttp/3.y.z" in every answer's Server header,
+# its own 400s for malformed requests (sent before any handler or signal
+# runs) included, and has no setting for it: the default it reads at send
+# time is this module attribute. Versions help an attacker, not a user.
+web_response.SERVER_SOFTWARE = "Gateway"
 
 # Only the gateway's own forms are read into memory; proxied bodies stream.
 MAX_FORM_BYTES = 64 * 1024
@@ -154,7 +160,10 @@ def create_app(config: Config, *, clock: Clock = utc_now) -> web.Application:
     )
     prefix = config.server.prefix
     env.globals.update(
-        prefix=prefix, css_url=f"{prefix}/static/gateway.css", product_name="Gateway"
+        prefix=prefix,
+        css_url=f"{prefix}/static/gateway.css",
+        favicon=favicon_uri(),
+        product_name="Gateway",
     )
 
     r = app.router

@@ -26,6 +26,11 @@ _UPSTREAM_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 _LOGINS = Counter("gateway_logins_total", "Sign-in attempts by result.", ["result"])
+_CSRF_REFUSED = Counter(
+    "gateway_csrf_refused_total",
+    "Form posts refused by the CSRF check, by what failed: fetch-site, origin, cookie, token.",
+    ["kind"],
+)
 _SESSION_CACHE = Counter(
     "gateway_session_cache_total", "Session lookups by cache result.", ["result"]
 )
@@ -92,9 +97,10 @@ class Timings:
 
 REQUESTS = Tally(_REQUESTS)
 LOGINS = Tally(_LOGINS)
+CSRF_REFUSED = Tally(_CSRF_REFUSED)
 SESSION_CACHE = Tally(_SESSION_CACHE)
 UPSTREAM_SECONDS = Timings(_UPSTREAM_SECONDS)
-_ALL = (REQUESTS, LOGINS, SESSION_CACHE, UPSTREAM_SECONDS)
+_ALL = (REQUESTS, LOGINS, CSRF_REFUSED, SESSION_CACHE, UPSTREAM_SECONDS)
 
 
 def fold() -> None:

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 FIELD = "csrf_token"
@@ -50,13 +51,47 @@ def origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
-def cross_site(origin: str | None, fetch_site: str | None, own_origins: set[str]) -> bool:
-    """True when the browser tells us the POST came from another site.
+# Sec-Fetch-Site values that mean "our own page sent this" ("none": the person
+# did it themselves, no page involved). "same-site" is not enough: a sibling
+# subdomain is same-site, and may be someone else's.
+_OWN_FETCH_SITES = frozenset({"same-origin", "none"})
+_DETAIL_CHARS = 80  # client-chosen values are cut short in the log
 
-    Browsers without these headers (old ones, curl) are judged by the token alone.
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a POST was refused. `kind` labels the metric; `detail` is for the log
+    and never holds the token."""
+
+    kind: str  # fetch-site | origin | cookie | token
+    detail: str
+
+
+def check(
+    signer: CsrfSigner,
+    *,
+    origin: str | None,
+    fetch_site: str | None,
+    own_origins: set[str],
+    nonce: str | None,
+    token: str | None,
+) -> Refusal | None:
+    """None when this POST may proceed, else why not.
+
+    Where the browser sends `Sec-Fetch-Site` (every current one), it decides:
+    `Origin` is not consulted, because a page with a `no-referrer` policy makes
+    Chromium send `Origin: null` with its own same-origin form. Without it
+    (older browsers, curl), an `Origin` that is not ours (`null` included)
+    refuses. The token is checked in every case.
     """
-    if fetch_site and fetch_site.lower() == "cross-site":
-        return True
-    if origin is None:
-        return False
-    return origin.lower() not in own_origins
+    if fetch_site is not None:
+        site = fetch_site.strip().lower()
+        if site not in _OWN_FETCH_SITES:
+            return Refusal("fetch-site", f"Sec-Fetch-Site: {site[:_DETAIL_CHARS]!r}")
+    elif origin is not None and origin.lower() not in own_origins:
+        return Refusal("origin", f"Origin: {origin[:_DETAIL_CHARS]!r}")
+    if not CsrfSigner.is_nonce(nonce):
+        return Refusal("cookie", "no CSRF cookie (expired, blocked, or another browser)")
+    if not signer.valid(nonce, token):
+        return Refusal("token", "the form's token does not match this browser's CSRF cookie")
+    return None

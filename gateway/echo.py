@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import html
+from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
 
 from .config import IdentityHeaders
+from .resources import favicon_uri
 
 _ZEROS = bytes(1024 * 1024)
 
@@ -75,29 +77,74 @@ async def echo(request: web.Request) -> web.StreamResponse:
     return web.Response(text=_page(request, facts), content_type="text/html")
 
 
+def _pairs(headers: list[tuple[str, str]]) -> str:
+    return "".join(
+        f'<div class="pair"><dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd></div>'
+        for k, v in headers
+    )
+
+
 def _page(request: web.Request, facts: dict) -> str:
-    identity = IdentityHeaders()
-    user = request.headers.get(identity.user)
-    rows = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
-        for k, v in request.headers.items()
-    )
-    who = (
-        f"<p>The gateway says you are <strong>{html.escape(user)}</strong>.</p>"
-        if user
-        else "<p>No identity headers arrived: this path is public.</p>"
-    )
+    """What a person sees first after signing in: who the gateway says they are.
+
+    Styled by the gateway's own stylesheet (this app only ever runs behind it),
+    and laid out as name/value pairs that wrap, so it fits a phone.
+    """
+    prefix = request.app[PREFIX]
+    identity_names = {n.lower() for n in IdentityHeaders().names()}
+    user = request.headers.get(IdentityHeaders().user)
+    identity = [(k, v) for k, v in request.headers.items() if k.lower() in identity_names]
+    others = [(k, v) for k, v in request.headers.items() if k.lower() not in identity_names]
+    if user:
+        who = f"The gateway says you are <strong>{html.escape(user)}</strong>."
+        action = (
+            f'<a class="button button-secondary button-block" '
+            f'href="{html.escape(prefix)}/logout">Sign out</a>'
+        )
+        told = (
+            '<h2 class="section-title">What the gateway told the app</h2>'
+            f'<dl class="pairs pairs-identity">{_pairs(identity)}</dl>'
+        )
+    else:
+        who = "You are not signed in. This path is public, so no identity headers arrived."
+        login = f"{prefix}/login?rd={quote(request.raw_path, safe='/')}"
+        action = (
+            f'<a class="button button-primary button-block" href="{html.escape(login)}">Sign in</a>'
+        )
+        told = ""
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Demo app</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body><main><h1>Demo app behind the gateway</h1>{who}
-<p>This app has no login of its own. It received <code>{html.escape(facts["method"])}
-{html.escape(facts["path"])}</code> with these headers:</p>
-<table>{rows}</table>
-<p><a href="/_gateway/logout">Sign out</a></p></main></body></html>"""
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <meta name="color-scheme" content="light dark">
+  <title>Demo app</title>
+  <link rel="icon" type="image/svg+xml" href="{favicon_uri()}">
+  <link rel="stylesheet" href="{html.escape(prefix)}/static/gateway.css">
+</head>
+<body>
+  <div class="page">
+    <main class="card card-wide">
+      <p class="status-code">Demo app</p>
+      <h1 class="title">An app with no login of its own</h1>
+      <p class="subtitle">{who}</p>
+      {told}
+      <h2 class="section-title">The request it received</h2>
+      <p class="note-plain"><code>{html.escape(f"{facts['method']} {facts['path']}")}</code></p>
+      <dl class="pairs">{_pairs(others)}</dl>
+      <div class="actions">{action}</div>
+    </main>
+  </div>
+</body>
+</html>"""
 
 
-def create_echo_app() -> web.Application:
+# Where the gateway in front keeps its pages: the stylesheet and the sign-in/out links.
+PREFIX = web.AppKey("prefix", str)
+
+
+def create_echo_app(prefix: str = "/_gateway") -> web.Application:
     app = web.Application()
+    app[PREFIX] = prefix
     app.router.add_route("*", "/{tail:.*}", echo)
     return app

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from urllib.parse import parse_qs, quote, unquote
 
 import aiohttp_jinja2
@@ -18,9 +20,10 @@ from .auth import (
     own_cookies,
     set_session_cookie,
 )
-from .counters import LOGINS
+from .counters import CSRF_REFUSED, LOGINS
 from .csrf import FIELD as CSRF_FIELD
-from .csrf import CsrfSigner, cross_site, origin_of
+from .csrf import CsrfSigner, origin_of
+from .csrf import check as csrf_check
 from .db import DB_ERRORS, DatabaseUnavailable, connection
 from .http_util import client_ip
 from .redirects import safe_redirect
@@ -64,6 +67,18 @@ def render(
     return aiohttp_jinja2.render_template(template, request, context, status=status)
 
 
+@dataclass(frozen=True)
+class Action:
+    """A way on from an error page: a link, styled as a button."""
+
+    label: str
+    href: str
+    primary: bool = False
+
+
+START_PAGE = Action("Go to the start page", "/", primary=True)
+
+
 def error_page(
     request: web.Request,
     status: int,
@@ -71,23 +86,48 @@ def error_page(
     message: str,
     *,
     code: str,
-    with_login: bool = False,
     html: bool | None = None,
+    actions: Sequence[Action] = (START_PAGE,),
+    signed_in: Identity | None = None,
 ) -> web.Response:
-    """An HTML page for browsers, a small JSON body for everything else."""
+    """An HTML page for browsers, a small JSON body for everything else.
+
+    No page is a dead end: `actions` are the ways on. With `signed_in`, the
+    page says who the person is signed in as and offers to switch account
+    (sign out, then sign in again and come back here).
+    """
     exchange(request).gateway_page = True
-    accept = request.headers.get("Accept", "")
     if html is None:
-        html = "text/html" in accept
+        html = "text/html" in request.headers.get("Accept", "")
     if not html:
         return web.json_response({"error": code, "message": message}, status=status)
     context = {
         "status": status,
         "heading": heading,
         "message": message,
-        "login_url": login_url(request) if with_login else None,
+        "actions": actions,
+        "signed_in_as": None,
     }
-    return render(request, "error.html", context, status=status)
+    cookies: dict[str, str] = {}
+    if signed_in is not None:
+        context.update(
+            signed_in_as=signed_in.name or signed_in.username,
+            username=signed_in.username,
+            csrf_token=request.app[CSRF].token(_csrf_nonce(request, cookies)),
+            rd=request.rel_url.raw_path_qs,
+        )
+    response = render(request, "error.html", context, status=status)
+    _set_csrf_cookies(request, response, cookies)
+    return response
+
+
+def try_again(request: web.Request) -> tuple[Action, Action]:
+    """For a passing failure: ask for the same address again (a GET, as a person
+    would), or leave for the start page."""
+    return (
+        Action("Try again", request.rel_url.raw_path_qs, primary=True),
+        Action(START_PAGE.label, START_PAGE.href),
+    )
 
 
 def unavailable(request: web.Request) -> web.Response:
@@ -97,6 +137,30 @@ def unavailable(request: web.Request) -> web.Response:
         "Temporarily unavailable",
         "Sign-in is temporarily unavailable. Please try again in a moment.",
         code="unavailable",
+        actions=try_again(request),
+    )
+
+
+def closed(request: web.Request) -> web.Response:
+    """403 from a deny rule: closed to everyone, signed in or not."""
+    return error_page(
+        request,
+        403,
+        "Access denied",
+        "This address is closed: the gateway does not let anyone open it.",
+        code="forbidden",
+    )
+
+
+def not_allowed(request: web.Request, identity: Identity) -> web.Response:
+    """403 for a signed-in person outside the rule's groups: who they are, and a way to switch."""
+    return error_page(
+        request,
+        403,
+        "Access denied",
+        "Your account is not allowed to open this page.",
+        code="forbidden",
+        signed_in=identity,
     )
 
 
@@ -121,15 +185,31 @@ def _set_csrf_cookies(
         response.set_cookie(name, value, path="/", secure=https, httponly=True, samesite="Lax")
 
 
-def _csrf_ok(request: web.Request, form: dict) -> bool:
+def _csrf_refused(request: web.Request, form: dict) -> bool:
+    """True (logged and counted, never with the token) when this POST may not proceed."""
     config = request.app[CONFIG]
     own = {origin_of(config.server.public_url)}
     if request.host:
         own.add(f"{'https' if config.server.https else request.scheme}://{request.host}".lower())
-    if cross_site(request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site"), own):
+    refusal = csrf_check(
+        request.app[CSRF],
+        origin=request.headers.get("Origin"),
+        fetch_site=request.headers.get("Sec-Fetch-Site"),
+        own_origins=own,
+        nonce=own_cookies(request).get(request.app[COOKIE_NAMES].csrf),
+        token=form.get(CSRF_FIELD),
+    )
+    if refusal is None:
         return False
-    nonce = own_cookies(request).get(request.app[COOKIE_NAMES].csrf)
-    return request.app[CSRF].valid(nonce, form.get(CSRF_FIELD))
+    CSRF_REFUSED.inc(refusal.kind)
+    log.warning(
+        "refused %s %s from %s: %s",
+        request.method,
+        request.path,
+        client_ip(request, config),
+        refusal.detail,
+    )
+    return True
 
 
 async def _read_form(request: web.Request) -> dict[str, str] | None:
@@ -202,7 +282,7 @@ async def login_post(request: web.Request) -> web.Response:
     if form is None:
         return _login_form(request, rd="", status=400, error="The sign-in form was malformed.")
     rd = form.get("rd", "")
-    if not _csrf_ok(request, form):
+    if _csrf_refused(request, form):
         return _login_form(request, rd=rd, status=403, error=FORM_EXPIRED)
     username = users.normalize_username(form.get("username", ""))[:MAX_USERNAME_CHARS]
     password = form.get("password", "")
@@ -302,7 +382,7 @@ async def logout_get(request: web.Request) -> web.Response:
     except DatabaseUnavailable:
         return unavailable(request)
     if session is None:
-        return _signed_out(request, everywhere=False)
+        return _signed_out(request, ended=None)
     cookies: dict[str, str] = {}
     nonce = _csrf_nonce(request, cookies)
     ident = session.identity
@@ -313,19 +393,19 @@ async def logout_get(request: web.Request) -> web.Response:
 
 
 async def logout_post(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
     form = await _read_form(request)
-    if form is None or not _csrf_ok(request, form):
+    if form is None or _csrf_refused(request, form):
         return error_page(
             request,
             403,
             "Sign-out not confirmed",
             "The sign-out form expired or came from another site. Please try again.",
             code="csrf",
-            with_login=False,
             html=True,
+            actions=(Action("Back to sign-out", f"{config.server.prefix}/logout", primary=True),),
         )
     everywhere = request.query.get("everywhere") == "1"
-    config = request.app[CONFIG]
     try:
         session = await current_session(request)
         if session is not None:
@@ -345,17 +425,36 @@ async def logout_post(request: web.Request) -> web.Response:
                 )
     except DatabaseUnavailable:
         return unavailable(request)
-    return _signed_out(request, everywhere=everywhere and session is not None)
+    if "rd" in form:
+        # "Sign in as someone else" (a 403 page's switch): on to the sign-in
+        # form, which brings the next person back to where this one was refused.
+        target = login_url(request, _redirect_target(request, form["rd"]))
+        return _forget_session(request, see_other(target))
+    if session is None:
+        return _signed_out(request, ended=None)
+    return _signed_out(request, ended="everywhere" if everywhere else "here")
 
 
-def _signed_out(request: web.Request, *, everywhere: bool) -> web.Response:
-    """The friendly page, carrying the cookie deletion with it."""
-    response = render(
-        request, "signed_out.html", {"login_url": login_url(request), "everywhere": everywhere}
-    )
+# Clears the browser's cache for this origin as well as its cookies: Back after
+# signing out must ask the app again (and so the gateway), not show a stored page.
+CLEAR_SITE_DATA = '"cache", "cookies"'
+
+
+def _signed_out(request: web.Request, *, ended: str | None) -> web.Response:
+    """The friendly page, carrying the cookie deletion with it.
+
+    `ended`: "here", "everywhere", or None when there was no session to end.
+    """
+    response = render(request, "signed_out.html", {"login_url": login_url(request), "ended": ended})
+    return _forget_session(request, response)
+
+
+def _forget_session(request: web.Request, response: web.Response) -> web.Response:
+    """After a sign-out (or a dead cookie shown to the sign-out page): the browser
+    forgets the cookie and what it cached."""
     if request.method == "POST" or own_cookies(request).get(request.app[COOKIE_NAMES].session):
         clear_session_cookie(response, request)
-        response.headers["Clear-Site-Data"] = '"cookies"'
+        response.headers["Clear-Site-Data"] = CLEAR_SITE_DATA
     exchange(request).clear_cookie = False
     return response
 

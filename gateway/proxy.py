@@ -24,7 +24,7 @@ from .counters import UPSTREAM_SECONDS
 from .db import DatabaseUnavailable
 from .header_names import HOP_BY_HOP, REBUILT
 from .http_util import peer_trusted, request_id, wants_html
-from .pages import error_page, login_url, unavailable
+from .pages import closed, error_page, login_url, not_allowed, try_again, unavailable
 from .paths import BadPath, normalize_path, request_host
 from .rules import DENY, PUBLIC
 from .sessions import Session
@@ -202,6 +202,7 @@ def _bad_gateway(request: web.Request) -> web.Response:
         "Bad gateway",
         "The application behind this gateway is not answering right now.",
         code="bad_gateway",
+        actions=try_again(request),
     )
 
 
@@ -212,6 +213,7 @@ def _gateway_timeout(request: web.Request) -> web.Response:
         "Gateway timeout",
         "The application behind this gateway took too long to answer.",
         code="gateway_timeout",
+        actions=try_again(request),
     )
 
 
@@ -254,7 +256,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     ex.upstream_name = upstream.name
     decision = app[RULES].decide(host, path, request.method)
     if decision.policy == DENY:
-        return _forbidden(request)
+        return closed(request)
     try:
         session = await current_session(request, ex)
     except DatabaseUnavailable:
@@ -265,7 +267,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         if session is None:
             return _unauthenticated(request)
         if not decision.allows(session.identity.groups):
-            return _forbidden(request)
+            return not_allowed(request, session.identity)
     if is_websocket(request):
         return await _relay_websocket(request, ex, upstream, session, origin)
     return await _forward(request, ex, upstream, session, origin)
@@ -277,16 +279,6 @@ def _unauthenticated(request: web.Request) -> web.Response:
         raise web.HTTPFound(login_url(request, origin_form(request)))
     return web.json_response(
         {"error": "unauthenticated", "login_url": login_url(request)}, status=401
-    )
-
-
-def _forbidden(request: web.Request) -> web.Response:
-    return error_page(
-        request,
-        403,
-        "Access denied",
-        "Your account is not allowed to open this page.",
-        code="forbidden",
     )
 
 

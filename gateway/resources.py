@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from urllib.parse import quote
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -13,3 +15,11 @@ def resource_dir(name: str) -> Path:
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"gateway resource directory {name!r} is missing from the install")
+
+
+@functools.cache
+def favicon_uri() -> str:
+    """The brand mark as a data: URI: pages link it inline (the CSP allows data:
+    images), so no page costs the browser a /favicon.ico request to the app."""
+    svg = (resource_dir("templates") / "static" / "favicon.svg").read_text("utf-8")
+    return "data:image/svg+xml," + quote(" ".join(svg.split()), safe=" /:=.,-")

@@ -14,7 +14,8 @@ import argon2
 import pytest
 
 from gateway.config import Rule, Upstream, build_config
-from gateway.csrf import CsrfSigner, cross_site, origin_of
+from gateway.csrf import CsrfSigner, origin_of
+from gateway.csrf import check as csrf_check
 from gateway.http_util import split_cookies
 from gateway.passwords import (
     MAX_PASSWORD_BYTES,
@@ -561,30 +562,89 @@ OWN_ORIGINS = {"http://localhost:8080", "https://gw.example.com"}
 
 
 @pytest.mark.parametrize(
-    ("origin", "fetch_site", "cross"),
+    ("origin", "fetch_site", "refused"),
     [
-        (None, None, False),
-        (None, "same-origin", False),
-        (None, "none", False),
-        ("http://localhost:8080", None, False),
-        ("http://localhost:8080", "same-origin", False),
-        ("HTTP://LOCALHOST:8080", None, False),
-        ("https://gw.example.com", "same-origin", False),
-        (None, "cross-site", True),
-        (None, "Cross-Site", True),
-        ("http://localhost:8080", "cross-site", True),
-        ("https://evil.com", None, True),
-        ("https://evil.com", "same-origin", True),
-        ("null", None, True),
-        ("", None, True),
-        ("http://localhost:8081", None, True),
-        ("https://localhost:8080", None, True),
-        ("http://localhost:8080.evil.com", None, True),
-        ("https://app.example.com", "same-site", True),
+        (None, None, None),
+        (None, "same-origin", None),
+        (None, "none", None),
+        ("http://localhost:8080", None, None),
+        ("http://localhost:8080", "same-origin", None),
+        ("HTTP://LOCALHOST:8080", None, None),
+        ("https://gw.example.com", "same-origin", None),
+        # Chromium's own same-origin form under a no-referrer policy: Sec-Fetch-Site decides.
+        ("null", "same-origin", None),
+        (None, " Same-Origin ", None),
+        # The browser's Sec-Fetch-Site outranks whatever Origin says.
+        ("https://evil.com", "same-origin", None),
+        (None, "cross-site", "fetch-site"),
+        (None, "Cross-Site", "fetch-site"),
+        ("http://localhost:8080", "cross-site", "fetch-site"),
+        # A sibling subdomain (or another port on our host) is same-site, not ours.
+        ("https://app.example.com", "same-site", "fetch-site"),
+        ("http://localhost:8080", "same-site", "fetch-site"),
+        (None, "", "fetch-site"),
+        (None, "bogus", "fetch-site"),
+        # No Sec-Fetch-Site (older browsers, curl): Origin decides.
+        ("https://evil.com", None, "origin"),
+        ("null", None, "origin"),
+        ("", None, "origin"),
+        ("http://localhost:8081", None, "origin"),
+        ("https://localhost:8080", None, "origin"),
+        ("http://localhost:8080.evil.com", None, "origin"),
     ],
 )
-def test_cross_site(origin, fetch_site, cross):
-    assert cross_site(origin, fetch_site, OWN_ORIGINS) is cross
+def test_csrf_fetch_metadata(origin, fetch_site, refused):
+    signer = CsrfSigner(b"k" * 32)
+    nonce = signer.new_nonce()
+    refusal = csrf_check(
+        signer,
+        origin=origin,
+        fetch_site=fetch_site,
+        own_origins=OWN_ORIGINS,
+        nonce=nonce,
+        token=signer.token(nonce),
+    )
+    assert (refusal.kind if refusal else None) == refused
+
+
+@pytest.mark.parametrize(
+    ("nonce", "token", "refused"),
+    [
+        (None, "Zm9yZ2VkLXRva2Vu", "cookie"),
+        ("short", "Zm9yZ2VkLXRva2Vu", "cookie"),
+        ("n" * 30, None, "token"),
+        ("n" * 30, "Zm9yZ2VkLXRva2Vu", "token"),
+        ("n" * 30, "é" * 20, "token"),
+    ],
+)
+def test_csrf_token_is_checked_whatever_the_browser_says(nonce, token, refused):
+    signer = CsrfSigner(b"k" * 32)
+    for fetch_site in ("same-origin", "none", None):
+        refusal = csrf_check(
+            signer,
+            origin=None,
+            fetch_site=fetch_site,
+            own_origins=OWN_ORIGINS,
+            nonce=nonce,
+            token=token,
+        )
+        assert refusal is not None and refusal.kind == refused
+        assert token is None or token not in refusal.detail
+
+
+def test_csrf_refusal_detail_is_short_and_names_the_header():
+    signer = CsrfSigner(b"k" * 32)
+    refusal = csrf_check(
+        signer,
+        origin="https://" + "e" * 500,
+        fetch_site=None,
+        own_origins=OWN_ORIGINS,
+        nonce=None,
+        token=None,
+    )
+    assert refusal.kind == "origin"
+    assert refusal.detail.startswith("Origin: ")
+    assert len(refusal.detail) < 120
 
 
 @pytest.mark.parametrize(

@@ -243,7 +243,10 @@ async def test_logout_page_offers_a_button_and_signed_out_page_when_anonymous(ga
     client = await gateway()
     anonymous = await client.get("/_gateway/logout")
     assert anonymous.status == 200
-    assert "signed out" in (await anonymous.text()).lower()
+    text = await anonymous.text()
+    assert "You are not signed in" in text
+    assert "You have been signed out" not in text and "ended on the server" not in text
+    assert "Clear-Site-Data" not in anonymous.headers  # nothing was ended
     await sign_in(client)
     page = await client.get("/_gateway/logout")
     html = await page.text()
@@ -262,7 +265,7 @@ async def test_logout_then_replay_of_the_old_cookie_gets_the_login(gateway, alic
         allow_redirects=False,
     )
     assert response.status == 200
-    assert response.headers["Clear-Site-Data"] == '"cookies"'
+    assert response.headers["Clear-Site-Data"] == '"cache", "cookies"'
     expired = response.cookies["gateway_session"]
     assert expired.value == "" and expired["max-age"] == "0"
     html = await response.text()
@@ -276,6 +279,30 @@ async def test_logout_then_replay_of_the_old_cookie_gets_the_login(gateway, alic
     location = URL(replay.headers["Location"])
     assert location.path == "/_gateway/login" and location.query["rd"] == "/app"
     assert (await fresh_get(client, "/app", token, **API)).status == 401
+
+
+async def test_switching_account_ends_the_session_and_goes_to_the_sign_in_form(gateway, alice, db):
+    """A 403 page's "Sign in as someone else": POST logout with rd."""
+    client = await gateway()
+    token = (await sign_in(client)).token
+    form = {"csrf_token": await csrf_token(client, "/_gateway/logout"), "rd": "/finance/q?x=1"}
+    response = await client.post("/_gateway/logout", data=form, allow_redirects=False)
+    assert response.status == 303
+    assert response.headers["Location"] == "/_gateway/login?rd=/finance/q%3Fx%3D1"
+    assert response.headers["Clear-Site-Data"] == '"cache", "cookies"'
+    assert response.cookies["gateway_session"].value == ""
+    assert await session_rows(db) == []
+    assert (await fresh_get(client, "/x", token, **API)).status == 401
+
+
+@pytest.mark.parametrize("rd", ["//evil.example/x", "https://evil.example/", "/\\evil"])
+async def test_switching_account_never_leads_off_site(gateway, alice, rd):
+    client = await gateway()
+    await sign_in(client)
+    form = {"csrf_token": await csrf_token(client, "/_gateway/logout"), "rd": rd}
+    response = await client.post("/_gateway/logout", data=form, allow_redirects=False)
+    assert response.status == 303
+    assert response.headers["Location"] == "/_gateway/login?rd=/"
 
 
 async def test_logout_without_csrf_token_is_refused_and_keeps_the_session(gateway, alice, db):
