@@ -99,7 +99,12 @@ def _from_forwarded(get: Callable[[str], str | None]) -> OriginalRequest | None:
     if not uri or not host:
         raise Unparseable("X-Forwarded-Uri needs X-Forwarded-Host")
     scheme = (get("X-Forwarded-Proto") or "http").lower()
+    # Traefik says "ws"/"wss" for a WebSocket upgrade: the same origin as http/https.
+    scheme = _WEBSOCKET_SCHEMES.get(scheme, scheme)
     return _facts(get("X-Forwarded-Method") or "GET", scheme, host, uri)
+
+
+_WEBSOCKET_SCHEMES = {"ws": "http", "wss": "https"}
 
 
 def original_request(headers: CIMultiDict[str] | object) -> OriginalRequest:

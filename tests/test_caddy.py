@@ -9,121 +9,44 @@ outside it. Skipped with a hint when caddy is not installed; required in CI.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
-import socket
-import subprocess
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from conftest import PASSWORD, free_port
 from front_proxy import (
     DENIED_SPELLINGS,
     SPOOFS,
+    Stack,
     browser,
+    caddy_binary,
+    caddy_in_front,
     hidden,
     identity_seen,
     login_through,
+    require,
     session_cookie,
-    with_addresses,
 )
 from upstreams import raw_request
 from yarl import URL
 
-from gateway.app import create_app
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "caddy" / "Caddyfile"
-CADDY = shutil.which("caddy")
-
-if CADDY is None:
-    if os.environ.get("CI"):
-        raise RuntimeError("caddy is required in CI (.ci/run installs it)")
-    pytest.skip(
-        "caddy not installed: `apt-get install caddy` to run the Caddy integration tests",
-        allow_module_level=True,
-    )
+require("caddy", caddy_binary(), "`apt-get install caddy` to run the Caddy tests")
 
 RULES = [
     {"path": "/public/", "policy": "public"},
     {"path": "/admin/", "policy": "deny"},
 ]
 
-# Only what a sandboxed run needs: no admin endpoint on the fixed localhost:2019.
-GLOBAL_OPTIONS = "{\n\tadmin off\n}\n\n"
-
-
-def render_example(caddy_port: int, gateway_port: int, app_port: int) -> str:
-    """The shipped Caddyfile with only the site address and the two upstreams changed."""
-    replacements = [
-        (r"(?m)^app\.example\.com \{$", f"http://127.0.0.1:{caddy_port} {{"),
-        (r"(?m)^(\s*reverse_proxy) 127\.0\.0\.1:8080$", rf"\1 127.0.0.1:{gateway_port}"),
-        (r"(?m)^(\s*forward_auth) 127\.0\.0\.1:8080 \{$", rf"\1 127.0.0.1:{gateway_port} {{"),
-        (r"(?m)^(\s*reverse_proxy) 127\.0\.0\.1:9000$", rf"\1 127.0.0.1:{app_port}"),
-    ]
-    text = with_addresses(EXAMPLE.read_text(), "examples/caddy/Caddyfile", replacements)
-    config_lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
-    for address in ("app.example.com", ":8080", ":9000"):
-        assert not any(address in line for line in config_lines), f"{address} left unreplaced"
-    return GLOBAL_OPTIONS + text
-
-
-@dataclass
-class Stack:
-    base: str  # Caddy's address: everything goes through it
-    port: int
-    log: Path
-
 
 @pytest.fixture
-async def stack(tmp_path: Path, make_config, echo_server, clock) -> AsyncIterator[Stack]:
-    caddy_port = free_port()
-    base = f"http://127.0.0.1:{caddy_port}"
-    # trusted_proxies stays the default (127.0.0.1/32, ::1/128): Caddy's address.
-    config = make_config(server={"public_url": base}, rule=RULES)
-    gateway = TestClient(TestServer(create_app(config, clock=clock), host="127.0.0.1"))
-    await gateway.start_server()
-    caddyfile = tmp_path / "Caddyfile"
-    caddyfile.write_text(render_example(caddy_port, gateway.port, echo_server.port))
-    home = tmp_path / "home"
-    env = {
-        **os.environ,
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / "config"),
-        "XDG_DATA_HOME": str(home / "data"),
-    }
-    log = tmp_path / "caddy.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [CADDY, "run", "--config", str(caddyfile), "--adapter", "caddyfile"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-            env=env,
-        )
-    try:
-        for _ in range(200):
-            try:
-                with socket.create_connection(("127.0.0.1", caddy_port), timeout=0.2):
-                    break
-            except OSError:
-                assert proc.poll() is None, log.read_text()
-                await asyncio.sleep(0.05)
-        else:
-            raise AssertionError(f"caddy did not listen on {caddy_port}:\n{log.read_text()}")
-        yield Stack(base, caddy_port, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        await gateway.close()
+async def stack(tmp_path: Path, gateway, make_config, echo_server) -> AsyncIterator[Stack]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    # trusted_proxies stays the default (127.0.0.1/32, ::1/128): the front proxy's address.
+    client = await gateway(make_config(server={"public_url": base}, rule=RULES))
+    async with caddy_in_front(tmp_path, port, client.port, echo_server.port) as log:
+        yield Stack(base, port, log)
 
 
 async def signed_in_token(stack: Stack) -> str:
@@ -180,7 +103,7 @@ async def test_full_browser_flow_through_caddy(stack, alice):
             headers={"Origin": stack.base},
         )
         assert out.status == 200
-        assert out.headers["Clear-Site-Data"] == '"cookies"'
+        assert out.headers["Clear-Site-Data"] == '"cache", "cookies"'
 
     # 6. the old cookie, replayed through Caddy, gets the login redirect, never the app
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as replay:

@@ -154,6 +154,23 @@ async def test_traefik_and_caddy_style_signed_in_and_anonymous(start):
     assert anonymous.status == 401 and anonymous.identity() == {} and anonymous.body == b""
 
 
+@pytest.mark.parametrize("proto", ["ws", "wss", "WSS"])
+async def test_traefik_websocket_upgrades_say_ws_and_are_judged_like_http(start, proto):
+    """Traefik sends X-Forwarded-Proto: ws (or wss) for a WebSocket upgrade."""
+    client, token = await start()
+    signed = await ask(client, traefik("/live", proto=proto), token)
+    assert signed.status == 200 and signed.identity() == ALICE
+    anonymous = await ask(client, traefik("/live", proto=proto))
+    assert anonymous.status == 401
+
+
+@pytest.mark.parametrize("proto", ["ftp", "wsx", "gopher"])
+async def test_other_schemes_are_unreadable(start, proto):
+    client, token = await start()
+    answer = await ask(client, traefik("/live", proto=proto), token)
+    assert answer.status == 400 and answer.identity() == {}
+
+
 async def test_head_is_answered_like_get(start):
     client, token = await start()
     answer = await raw(client, AUTH, nginx(APP + "/x"), token, method="HEAD")

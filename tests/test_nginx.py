@@ -7,42 +7,27 @@ installs it).
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-import shutil
-import socket
-import subprocess
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from conftest import create_user, free_port
 from front_proxy import (
     DENIED_SPELLINGS,
     SPOOFS,
+    Stack,
     browser,
     login_through,
+    nginx_binary,
+    nginx_in_front,
+    require,
     session_cookie,
-    with_addresses,
 )
 from upstreams import raw_request
 
-from gateway.app import create_app
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "nginx" / "gateway.conf"
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-
-if NGINX is None:
-    if os.environ.get("CI"):
-        raise RuntimeError("nginx is required in CI (.ci/run installs it)")
-    pytest.skip(
-        "nginx not installed: `apt-get install nginx` to run the nginx integration tests",
-        allow_module_level=True,
-    )
+require("nginx", nginx_binary(), "`apt-get install nginx` to run the nginx tests")
 
 RULES = [
     {"path": "/public/", "policy": "public"},
@@ -52,79 +37,14 @@ RULES = [
 ]
 
 
-def render_example(nginx_port: int, gateway_port: int, app_port: int) -> str:
-    """The shipped config with only its listen port and the two upstream addresses changed."""
-    return with_addresses(
-        EXAMPLE.read_text(),
-        "examples/nginx/gateway.conf",
-        [
-            (r"listen 80;", f"listen 127.0.0.1:{nginx_port};"),
-            (r"server 127\.0\.0\.1:8080;", f"server 127.0.0.1:{gateway_port};"),
-            (r"server 127\.0\.0\.1:9000;", f"server 127.0.0.1:{app_port};"),
-        ],
-    )
-
-
-def nginx_conf(prefix: Path, site: Path) -> str:
-    return f"""
-daemon off;
-user root;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log {prefix}/access.log;
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    include {site};
-}}
-"""
-
-
-@dataclass
-class Stack:
-    base: str  # nginx's address: everything goes through it
-    port: int
-    nginx_dir: Path
-
-
 @pytest.fixture
-async def stack(tmp_path: Path, make_config, echo_server, clock) -> AsyncIterator[Stack]:
-    nginx_port = free_port()
-    config = make_config(server={"public_url": f"http://127.0.0.1:{nginx_port}"}, rule=RULES)
-    gateway = TestClient(TestServer(create_app(config, clock=clock), host="127.0.0.1"))
-    await gateway.start_server()
-    site = tmp_path / "gateway.conf"
-    site.write_text(render_example(nginx_port, gateway.port, echo_server.port))
-    (tmp_path / "nginx.conf").write_text(nginx_conf(tmp_path, site))
-    check = subprocess.run(
-        [NGINX, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
-        capture_output=True,
-        text=True,
-    )
-    assert check.returncode == 0, check.stderr
-    proc = subprocess.Popen(
-        [NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        for _ in range(100):
-            try:
-                with socket.create_connection(("127.0.0.1", nginx_port), timeout=0.2):
-                    break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read().decode()
-                await asyncio.sleep(0.05)
-        yield Stack(f"http://127.0.0.1:{nginx_port}", nginx_port, tmp_path)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        await gateway.close()
+async def stack(tmp_path: Path, gateway, make_config, echo_server) -> AsyncIterator[Stack]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    # trusted_proxies stays the default (127.0.0.1/32, ::1/128): the front proxy's address.
+    client = await gateway(make_config(server={"public_url": base}, rule=RULES))
+    async with nginx_in_front(tmp_path, port, client.port, echo_server.port):
+        yield Stack(base, port)
 
 
 async def test_full_browser_flow_through_nginx(stack, alice):
@@ -167,7 +87,7 @@ async def test_full_browser_flow_through_nginx(stack, alice):
             headers={"Origin": stack.base},
         )
         assert out.status == 200
-        assert out.headers["Clear-Site-Data"] == '"cookies"'
+        assert out.headers["Clear-Site-Data"] == '"cache", "cookies"'
 
     # 6. the old cookie, replayed through nginx, gets the login redirect, never the app
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as replay:
