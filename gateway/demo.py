@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import signal
 import socket
+import sys
 from pathlib import Path
 
 import asyncpg
@@ -29,10 +31,19 @@ from .passwords import Passwords
 DEMO_USER = "demo"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _listen(host: str, port: int) -> socket.socket:
+    """A bound, listening socket: the demo takes its port before it touches anything."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 async def _ensure_demo_user(url: str, password: str) -> None:
@@ -58,16 +69,17 @@ async def _ensure_demo_user(url: str, password: str) -> None:
         await conn.close()
 
 
-async def _run(config: Config, echo_port: int, password: str) -> None:
+async def _run(config: Config, gateway_sock: socket.socket, echo_sock: socket.socket) -> None:
+    password = secrets.token_urlsafe(12)
     await _ensure_demo_user(config.database.url, password)
-    echo_runner = web.AppRunner(create_echo_app())
+    echo_runner = web.AppRunner(create_echo_app(config.server.prefix))
     await echo_runner.setup()
-    await web.TCPSite(echo_runner, "127.0.0.1", echo_port).start()
+    await web.SockSite(echo_runner, echo_sock).start()
     runner = web.AppRunner(
         create_app(config), access_log=access_logger(config.log), access_log_class=AccessLogger
     )
     await runner.setup()
-    await web.TCPSite(runner, config.server.host, config.server.port).start()
+    await web.SockSite(runner, gateway_sock).start()
     url = config.server.public_url
     print(
         f"""
@@ -96,7 +108,15 @@ async def _run(config: Config, echo_port: int, password: str) -> None:
 
 def run_demo(listen: str = "127.0.0.1:8080", data_dir: str = ".gateway") -> int:
     host, port = parse_listen(listen)
-    echo_port = _free_port()
+    try:
+        # First of all: a demo that cannot listen must not start a database, nor
+        # give the demo user a new password that a running demo has not printed.
+        gateway_sock = _listen(host, port)
+    except OSError as exc:
+        print(f"gateway: demo: cannot listen on {listen}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    echo_sock = _listen("127.0.0.1", 0)
+    echo_port = echo_sock.getsockname()[1]
     public_host = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
     base = Config(
         server=ServerConfig(host=host, port=port, public_url=f"http://{public_host}:{port}"),
@@ -105,13 +125,11 @@ def run_demo(listen: str = "127.0.0.1:8080", data_dir: str = ".gateway") -> int:
         rules=(Rule(path="/public/", policy="public"),),
         source="<demo>",
     )
-    password = secrets.token_urlsafe(12)
-    with database_url("", base.database.data_dir) as url:
-        try:
-            asyncio.run(_run(base.with_database_url(url), echo_port, password))
-        except KeyboardInterrupt:
-            pass
-        except OSError as exc:
-            print(f"gateway: demo: cannot listen on {listen}: {exc.strerror or exc}")
-            return 1
+    with (
+        gateway_sock,
+        echo_sock,
+        database_url("", base.database.data_dir) as url,
+        contextlib.suppress(KeyboardInterrupt),
+    ):
+        asyncio.run(_run(base.with_database_url(url), gateway_sock, echo_sock))
     return 0

@@ -1,4 +1,4 @@
-"""`gateway demo` as a user runs it: a subprocess, a browser-like client, real sockets."""
+"""`gateway demo` as a person runs it: a subprocess, then Chromium at the printed address."""
 
 from __future__ import annotations
 
@@ -7,17 +7,31 @@ import os
 import re
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
+from chromium import app_saw, click_and_wait, sign_in
 from conftest import free_port
 
-from gateway.csrf import FIELD
+
+@dataclass
+class Demo:
+    proc: asyncio.subprocess.Process
+    output: str
+
+    @property
+    def password(self) -> str:
+        return re.search(r"password\s+(\S+)", self.output).group(1)
+
+    @property
+    def url(self) -> str:
+        return re.search(r"open\s+(\S+)/", self.output).group(1)
 
 
-async def test_demo_serves_the_whole_flow(tmp_path: Path):
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
+def _start(port: int, data_dir: Path):
+    return asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "gateway",
@@ -25,50 +39,76 @@ async def test_demo_serves_the_whole_flow(tmp_path: Path):
         "--listen",
         f"127.0.0.1:{port}",
         "--data-dir",
-        str(tmp_path / "demo-data"),
+        str(data_dir),
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+        stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+@asynccontextmanager
+async def demo(port: int, data_dir: Path) -> AsyncIterator[Demo]:
+    proc = await _start(port, data_dir)
     try:
         output = ""
         async with asyncio.timeout(60):
             while "password" not in output or "Ctrl+C" not in output:
                 line = await proc.stdout.readline()
-                assert line, f"demo exited early:\n{output}"
+                assert line, f"demo exited early:\n{output}{(await proc.stderr.read()).decode()}"
                 output += line.decode()
-        password = re.search(r"password\s+(\S+)", output).group(1)
-        base = f"http://127.0.0.1:{port}"
-        jar = aiohttp.CookieJar(unsafe=True)
-        async with aiohttp.ClientSession(cookie_jar=jar) as http:
-            first = await http.get(
-                f"{base}/", headers={"Accept": "text/html"}, allow_redirects=False
-            )
-            assert first.status == 302
-            form_page = await (await http.get(f"{base}/_gateway/login?rd=/")).text()
-            token = re.search(r'name="csrf_token" value="([^"]+)"', form_page).group(1)
-            login = await http.post(
-                f"{base}/_gateway/login",
-                data={FIELD: token, "username": "demo", "password": password, "rd": "/"},
-                allow_redirects=False,
-            )
-            assert login.status == 303
-            app = await http.get(f"{base}/", headers={"Accept": "text/html"})
-            page = await app.text()
-            assert app.status == 200
-            assert "demo" in page and "X-Remote-User" in page
-        async with aiohttp.ClientSession() as anonymous_browser:
-            public = await anonymous_browser.get(f"{base}/public/", headers={"Accept": "text/html"})
-            assert public.status == 200
-            assert "No identity headers arrived" in await public.text()
+        yield Demo(proc, output)
     finally:
-        proc.send_signal(signal.SIGTERM)
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
         try:
             async with asyncio.timeout(30):
                 await proc.wait()
         except TimeoutError:
             proc.kill()
             await proc.wait()
-    assert proc.returncode == 0
+
+
+async def test_demo_serves_the_whole_flow_in_a_browser(tmp_path: Path, new_context):
+    port = free_port()
+    async with demo(port, tmp_path / "demo-data") as running:
+        assert running.url == f"http://localhost:{port}"
+        page = await (await new_context()).new_page()
+        await page.goto(f"{running.url}/")
+        assert await page.get_by_role("heading", level=1).inner_text() == "Sign in"
+        await sign_in(page, "demo", running.password)
+        assert page.url == f"{running.url}/"
+        assert "The gateway says you are demo." in await page.locator("main").inner_text()
+        assert (await app_saw(page))["x-remote-user"] == ["demo"]
+        await click_and_wait(page, page.get_by_role("link", name="Sign out"))
+        await click_and_wait(page, page.get_by_role("button", name="Sign out", exact=True))
+        assert await page.get_by_role("heading", level=1).inner_text() == "You have been signed out"
+
+        visitor = await (await new_context()).new_page()
+        await visitor.goto(f"{running.url}/public/")
+        text = await visitor.locator("main").inner_text()
+        assert "You are not signed in." in text
+        assert await visitor.get_by_role("link", name="Sign out").count() == 0
+        assert await visitor.get_by_role("link", name="Sign in").count() == 1
+    assert running.proc.returncode == 0
     # The embedded PostgreSQL stopped with the demo: its pid file is gone.
     assert not (tmp_path / "demo-data" / "pgdata" / "postmaster.pid").exists()
+
+
+async def test_a_second_demo_on_a_taken_port_fails_and_leaves_the_first_alone(
+    tmp_path: Path, new_context
+):
+    port = free_port()
+    async with demo(port, tmp_path / "demo-data") as first:
+        second = await _start(port, tmp_path / "demo-data")
+        async with asyncio.timeout(60):
+            out, err = await second.communicate()
+        assert second.returncode == 1
+        assert out == b""
+        assert err.decode() == (
+            f"gateway: demo: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+        )
+        # The first demo's printed password still works: nobody reset it.
+        page = await (await new_context()).new_page()
+        await page.goto(f"{first.url}/_gateway/login")
+        assert (await sign_in(page, "demo", first.password)).status == 200
+        assert "The gateway says you are demo." in await page.locator("main").inner_text()
