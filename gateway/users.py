@@ -12,6 +12,12 @@ from .sessions import revoke_user
 
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@+-]{0,63}$")
 _GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,63}$")
+# What the app receives in X-Remote-Email: one address, ASCII, no spaces, a
+# dotted domain. Not RFC 5322's full grammar (quoted local parts, comments),
+# which no app reading a header expects.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_EMAIL = re.compile(rf"[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]{{1,64}}@{_LABEL}(?:\.{_LABEL})+")
+MAX_EMAIL_CHARS = 254
 
 SELECT_USER = """
 SELECT id, username, email, display_name, groups, password_hash, disabled
@@ -59,6 +65,14 @@ def check_username(name: str) -> str:
     return username
 
 
+def check_email(email: str) -> str:
+    """'' (no address) or one plain address; raises UserError."""
+    email = email.strip()
+    if email and (len(email) > MAX_EMAIL_CHARS or not _EMAIL.fullmatch(email)):
+        raise UserError(f"invalid email {email!r}: expected an address such as alice@example.com")
+    return email
+
+
 def check_groups(groups: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     for group in groups:
         if not _GROUP.fullmatch(group):
@@ -98,10 +112,11 @@ async def add_user(
 ) -> int:
     username = check_username(username)
     groups = check_groups(groups)
+    email = check_email(email)
     try:
         async with conn.transaction():
             user_id = await conn.fetchval(
-                INSERT_USER, username, email.strip(), name.strip(), list(groups), password_hash
+                INSERT_USER, username, email, name.strip(), list(groups), password_hash
             )
             await audit.record(conn, "user_added", username)
     except asyncpg.UniqueViolationError:

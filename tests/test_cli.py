@@ -6,7 +6,9 @@ in tmp_path, so no ./config.toml is found unless a test writes one.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import re
 import signal
 import uuid
 from dataclasses import dataclass
@@ -18,6 +20,9 @@ import argon2
 import asyncpg
 import pytest
 from conftest import PASSWORD, cli_env, create_user, free_port, fresh_get, sign_in, start_cli
+
+from gateway.cli import build_parser
+from gateway.db import embedded_postgres
 
 NEW_PASSWORD = "a brand new password"
 
@@ -195,12 +200,37 @@ async def test_user_add_duplicate_is_refused_and_changes_nothing(cli, db, alice,
         pytest.param(["carol", "--password-stdin"], "short\n", ["at least 8"], id="short-password"),
         pytest.param(["carol", "--password-stdin"], "", ["--password-stdin"], id="empty-stdin"),
         pytest.param(["carol"], None, ["--password-stdin"], id="no-tty"),
+        pytest.param(
+            ["carol", "--email", "carol", "--password-stdin"],
+            PASSWORD + "\n",
+            ["invalid email 'carol'", "alice@example.com"],
+            id="email-without-domain",
+        ),
+        pytest.param(
+            ["carol", "--email", "carol@example", "--password-stdin"],
+            PASSWORD + "\n",
+            ["invalid email 'carol@example'"],
+            id="email-undotted-domain",
+        ),
+        pytest.param(
+            ["carol", "--email", "carol smith@example.com", "--password-stdin"],
+            PASSWORD + "\n",
+            ["invalid email"],
+            id="email-with-space",
+        ),
+        pytest.param(
+            ["carol", "--email", "carol@example.com\r\nX-Remote-User: admin", "--password-stdin"],
+            PASSWORD + "\n",
+            ["invalid email"],
+            id="email-with-a-header-in-it",
+        ),
     ],
 )
-async def test_user_add_rejects_bad_input(cli, db, args, stdin, fragments):
+async def test_user_add_rejects_bad_input_as_a_usage_error(cli, db, args, stdin, fragments):
+    """Each is the operator's typing: exit 2 (README, Command line), nothing added."""
     run = await cli("user", "add", *args, stdin=stdin)
 
-    assert_one_line_error(run, *fragments)
+    assert_one_line_error(run, *fragments, status=2)
     assert await db.fetchval("SELECT count(*) FROM users") == 0
     assert await audit_events(db) == []
 
@@ -332,6 +362,12 @@ async def test_sessions_list_shows_signed_in_sessions(cli, db, alice, gateway, r
     assert run.returncode == 0, run.describe()
     rows = {line.split()[0]: line for line in run.stdout.splitlines()[1:]}
     assert set(rows) == {alice_id}
+
+
+async def test_sessions_list_for_an_unknown_user_is_an_error(cli, db, alice):
+    run = await cli("sessions", "list", "--user", "nobody")
+    assert_one_line_error(run, "no such user 'nobody'", status=1)
+    assert run.stdout == ""
 
 
 async def test_sessions_revoke_by_id_ends_only_that_session(cli, db, alice, gateway):
@@ -582,10 +618,9 @@ async def test_migrate_applies_then_reports_up_to_date(cli, db_url):
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        pytest.param([], "command", id="no-command"),
         pytest.param(["frobnicate"], "frobnicate", id="unknown-command"),
         pytest.param(["user", "rename", "alice"], "rename", id="unknown-user-command"),
-        pytest.param(["user", "add"], "name", id="missing-name"),
+        pytest.param(["user", "add"], "NAME", id="missing-name"),
         pytest.param(["sessions", "revoke"], "", id="revoke-without-target"),
         pytest.param(["user", "list", "--bogus"], "--bogus", id="unknown-option"),
     ],
@@ -595,3 +630,63 @@ async def test_usage_errors_exit_2_with_one_line(cli, args, fragment):
 
     assert_one_line_error(run, fragment, status=2)
     assert run.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "commands"),
+    [
+        ([], ["serve", "demo", "migrate", "check-config", "user", "sessions", "audit"]),
+        (["user"], ["add", "passwd", "disable", "enable", "delete", "list"]),
+        (["sessions"], ["list", "revoke"]),
+    ],
+)
+async def test_a_bare_command_group_prints_its_usage(cli, args, commands):
+    run = await cli(*args)
+    assert run.returncode == 2, run.describe()
+    assert run.stderr == ""
+    assert run.stdout.startswith(f"usage: gateway{''.join(' ' + a for a in args)} [-h] COMMAND")
+    listed = re.findall(r"(?m)^    (\S+)", run.stdout)  # the commands column
+    assert listed == commands
+
+
+def _every_argument(parser, path=("gateway",)):
+    """(command path, argument) for every positional and option of every command."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _every_argument(child, (*path, name))
+        elif not isinstance(action, argparse._HelpAction):
+            yield " ".join(path), action
+
+
+def test_every_argument_of_every_command_says_what_it_is():
+    found = list(_every_argument(build_parser()))
+    assert len(found) > 30
+    missing = [
+        f"{path} {action.option_strings or action.dest}"
+        for path, action in found
+        if not action.help or action.help == argparse.SUPPRESS
+    ]
+    assert missing == []
+    helps = {(path, tuple(a.option_strings)): a.help for path, a in found}
+    assert "repeat" in helps[("gateway user add", ("--group",))]
+    assert "(default: 200)" in helps[("gateway audit", ("--limit",))]
+    assert "(default: 24h)" in helps[("gateway audit", ("--since",))]
+
+
+async def test_the_cli_says_whether_it_starts_or_joins_the_embedded_postgresql(cli, tmp_path):
+    (tmp_path / "config.toml").write_text('[database]\ndata_dir = "pg"\n')
+    no_url = {"GATEWAY_DATABASE_URL": ""}
+    alone = await cli("user", "list", env=no_url)
+    assert alone.returncode == 0, alone.describe()
+    assert f"starting embedded PostgreSQL in {tmp_path / 'pg' / 'pgdata'}" in alone.stderr
+    assert "joining" not in alone.stderr
+
+    with embedded_postgres(tmp_path / "pg"):  # as a running `gateway serve` would hold it
+        beside = await cli("user", "list", env=no_url)
+    assert beside.returncode == 0, beside.describe()
+    assert (
+        f"joining the embedded PostgreSQL already running in {tmp_path / 'pg' / 'pgdata'}"
+        in beside.stderr
+    )
+    assert "starting embedded" not in beside.stderr
