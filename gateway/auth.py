@@ -49,8 +49,13 @@ def _header_safe(value: str) -> str:
     return cleaned.encode("latin-1", "replace").decode("latin-1")
 
 
-def parsed_cookies(request: web.Request, ex: Exchange | None = None) -> tuple[dict[str, str], str]:
-    """(the gateway's cookies, the Cookie header without them), parsed once per request."""
+def parsed_cookies(
+    request: web.Request, ex: Exchange | None = None
+) -> tuple[dict[str, str | None], str]:
+    """(the gateway's cookies, the Cookie header without them), parsed once per request.
+
+    A cookie of ours that came twice or beside a look-alike is there as None
+    (http_util.split_cookies): ambiguous counts as absent."""
     ex = ex or exchange(request)
     if ex.cookies is None:
         header = "; ".join(request.headers.getall("Cookie", ()))
@@ -58,7 +63,7 @@ def parsed_cookies(request: web.Request, ex: Exchange | None = None) -> tuple[di
     return ex.cookies
 
 
-def own_cookies(request: web.Request) -> dict[str, str]:
+def own_cookies(request: web.Request) -> dict[str, str | None]:
     return parsed_cookies(request)[0]
 
 
@@ -67,11 +72,16 @@ async def current_session(request: web.Request, ex: Exchange | None = None) -> S
     ex = ex or exchange(request)
     if ex.session_known:
         return ex.session
-    token = parsed_cookies(request, ex)[0].get(ex.app[COOKIE_NAMES].session)
+    mine = parsed_cookies(request, ex)[0]
+    name = ex.app[COOKIE_NAMES].session
+    token = mine.get(name)
     session = None
     if token:
         session = await ex.app[SESSIONS].lookup(token)
         ex.clear_cookie = session is None
+    elif name in mine:
+        # Sent empty, twice, or beside a look-alike: no session, and ours is cleared.
+        ex.clear_cookie = True
     ex.session, ex.session_known = session, True
     return session
 

@@ -23,7 +23,7 @@ from .config import Config, Upstream
 from .counters import UPSTREAM_SECONDS
 from .db import DatabaseUnavailable
 from .header_names import HOP_BY_HOP, REBUILT
-from .http_util import peer_trusted, request_id, wants_html
+from .http_util import is_own_cookie, peer_trusted, request_id, wants_html
 from .pages import closed, error_page, login_url, not_allowed, try_again, unavailable
 from .paths import BadPath, normalize_path, request_host
 from .rules import DENY, PUBLIC
@@ -170,8 +170,8 @@ def response_headers(
         lower = name.lower()
         if lower in drop:
             continue
-        # An app may not overwrite the gateway's own cookies.
-        if lower == "set-cookie" and value.split("=", 1)[0].strip() in own_cookies:
+        # An app may not set the gateway's own cookies, nor look-alikes of them.
+        if lower == "set-cookie" and is_own_cookie(value.split("=", 1)[0], own_cookies):
             continue
         out.append((name, value))
     return out

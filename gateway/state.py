@@ -54,7 +54,7 @@ class Exchange:
     def __init__(self, app: web.Application) -> None:
         self.app = app  # request.app walks the match info on every read
         # (the gateway's cookies, the Cookie header without them), parsed once
-        self.cookies: tuple[dict[str, str], str] | None = None
+        self.cookies: tuple[dict[str, str | None], str] | None = None
         # Resolved once per request by auth.current_session, whoever asks first.
         self.session: Session | None = None
         self.session_known = False

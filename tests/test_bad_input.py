@@ -615,10 +615,8 @@ async def test_duplicate_session_cookies_are_deterministic(gateway, alice, db):
                 for marker in LEAKS:
                     assert marker not in response.text
                 results.setdefault(name, []).append(response.status)
-        for name, seen in results.items():
-            assert len(set(seen)) == 1, (name, seen)  # deterministic
-        assert results["two-garbage"][0] == 401  # garbage alone never grants access
-        assert results["valid-twice"][0] == 200
+        # Our cookie twice is no cookie at all, whatever the values (tests/test_cookies.py).
+        assert results == {name: [401, 401, 401] for name in orders}
         for seen in app.seen:
             assert token not in str(seen.headers)
         assert await session_count(db) == 1  # the real session survived all of it
@@ -626,7 +624,7 @@ async def test_duplicate_session_cookies_are_deterministic(gateway, alice, db):
         response = await send(
             client, "GET", "/x", [JSON, ("Cookie", "a=1"), ("Cookie", f"gateway_session={token}")]
         )
-        assert response.status in (200, 401), response.status
+        assert response.status == 200, response.status  # one copy of ours, over two lines
         for seen in app.seen:
             assert token not in str(seen.headers)
 

@@ -195,8 +195,13 @@ async def raw_request(
     target: str,
     headers: list[tuple[str, str]] = (),  # type: ignore[assignment]
     body: bytes = b"",
+    *,
+    encoding: str = "latin-1",
 ) -> RawResponse:
-    """One HTTP/1.1 request written byte for byte: header names, order and duplicates as given."""
+    """One HTTP/1.1 request written byte for byte: header names, order and duplicates as given.
+
+    `encoding="utf-8"` writes non-Latin-1 text (a Unicode space in a cookie name) as a
+    browser or an attacker would."""
     names = {name.lower() for name, _ in headers}
     lines = [f"{method} {target} HTTP/1.1"]
     if "host" not in names:
@@ -208,7 +213,7 @@ async def raw_request(
         lines.append("Connection: close")
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode(encoding) + body)
         await writer.drain()
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
         status_line, *header_lines = head.split("\r\n")
