@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
 import aiohttp_jinja2
+import asyncpg
 import jinja2
 from aiohttp import web, web_response
 
@@ -41,7 +43,10 @@ from .state import (
 )
 from .throttle import Throttle
 
+log = logging.getLogger(__name__)
+
 TOUCH_FLUSH_SECONDS = 10.0
+POOL_CLOSE_SECONDS = 5.0
 
 # aiohttp puts "Python/3.x aiohttp/3.y.z" in every answer's Server header,
 # its own 400s for malformed requests (sent before any handler or signal
@@ -71,7 +76,20 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
             app[THROTTLE] = Throttle(config.login, app[CLOCK])
             yield
         finally:
-            await pool.close()
+            await _close_pool(pool)
+
+
+async def _close_pool(pool: asyncpg.Pool) -> None:
+    """A graceful close, within a bound: a hung database must not hold the exit."""
+    try:
+        await asyncio.wait_for(pool.close(), POOL_CLOSE_SECONDS)
+    except TimeoutError:
+        log.warning(
+            "closing the database pool took over %.0f s (database not answering); "
+            "its connections were cut",
+            POOL_CLOSE_SECONDS,
+        )
+        pool.terminate()
 
 
 async def _session_cache(app: web.Application) -> AsyncIterator[None]:
@@ -91,18 +109,23 @@ async def _session_cache(app: web.Application) -> AsyncIterator[None]:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    with contextlib.suppress(DatabaseUnavailable):
+    try:
         await store.flush_touches()  # on shutdown: no activity is forgotten
+    except DatabaseUnavailable as exc:
+        log.warning("stopping: last activity times not written, database unavailable (%s)", exc)
 
 
 async def _http_client(app: web.Application) -> AsyncIterator[None]:
     # One client for every upstream: keep-alive pools per host, no cookie
     # jar (cookies belong to the browser), bodies passed through compressed.
+    # No limit on connections: a request never waits for one that a
+    # WebSocket or a long download holds (the 257th used to, with 256 per
+    # host). WebSockets have their own cap per upstream (proxy.WebSocketSlots).
     async with aiohttp.ClientSession(
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
         skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-        connector=aiohttp.TCPConnector(limit=0, limit_per_host=256),
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
     ) as session:
         app[HTTP] = session
         yield

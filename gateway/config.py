@@ -48,6 +48,10 @@ class ServerConfig:
         ipaddress.ip_network("127.0.0.1/32"),
         ipaddress.ip_network("::1/128"),
     )
+    # A connection must send its first request head within this, and one IP
+    # (other than a trusted proxy) may hold this many connections still owing one.
+    head_timeout: int = 10
+    max_pending_per_ip: int = 64
 
     @property
     def https(self) -> bool:
@@ -76,6 +80,9 @@ class SessionConfig:
     absolute_timeout: int = 12 * 3600
     remember_me: int = 30 * 86400
     allowed_redirect_hosts: tuple[str, ...] = ()
+    # The session cache serves only while its LISTEN connection has answered
+    # within this long: a silent database hang turns it off within this bound.
+    cache_trust: int = 2
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,9 @@ class Upstream:
     host: str = ""
     path: str = "/"
     timeout: int = 60
+    # WebSockets open to this app at once; beyond it, 503. Each holds a
+    # connection of its own, so none of them keeps a request waiting.
+    max_websockets: int = 4096
 
 
 @dataclass(frozen=True)
@@ -313,7 +323,18 @@ def _policy(value: Any) -> str:
 
 def _read_server(r: _Reader, data: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
     t = r.table(data, "server")
-    r.unknown(t, {"listen", "public_url", "prefix", "trusted_proxies"}, "server")
+    r.unknown(
+        t,
+        {
+            "listen",
+            "public_url",
+            "prefix",
+            "trusted_proxies",
+            "head_timeout",
+            "max_pending_per_ip",
+        },
+        "server",
+    )
     d = ServerConfig()
     listen = r.get(
         t,
@@ -346,6 +367,17 @@ def _read_server(r: _Reader, data: Mapping[str, Any], env: Mapping[str, str]) ->
         trusted_proxies=r.get(
             t, "trusted_proxies", "server", d.trusted_proxies, _networks, "a list of CIDR networks"
         ),
+        head_timeout=r.get(
+            t, "head_timeout", "server", d.head_timeout, _duration, "a duration such as '10s'"
+        ),
+        max_pending_per_ip=r.get(
+            t,
+            "max_pending_per_ip",
+            "server",
+            d.max_pending_per_ip,
+            _integer(1),
+            "a whole number of at least 1",
+        ),
     )
 
 
@@ -373,6 +405,7 @@ def _read_session(r: _Reader, data: Mapping[str, Any]) -> SessionConfig:
         "absolute_timeout",
         "remember_me",
         "allowed_redirect_hosts",
+        "cache_trust",
     }
     r.unknown(t, keys, "session")
     d = SessionConfig()
@@ -392,6 +425,9 @@ def _read_session(r: _Reader, data: Mapping[str, Any]) -> SessionConfig:
             for h in r.get(
                 t, "allowed_redirect_hosts", "session", (), _string_list, "a list of host names"
             )
+        ),
+        cache_trust=r.get(
+            t, "cache_trust", "session", d.cache_trust, _duration, "a duration such as '2s'"
         ),
     )
     if session.idle_timeout > session.absolute_timeout:
@@ -440,7 +476,7 @@ def _read_upstreams(r: _Reader, data: Mapping[str, Any]) -> tuple[Upstream, ...]
     upstreams = []
     for i, t in enumerate(_array_of_tables(r, data, "upstream")):
         where = f"upstream[{i}]"
-        r.unknown(t, {"name", "url", "host", "path", "timeout"}, where)
+        r.unknown(t, {"name", "url", "host", "path", "timeout", "max_websockets"}, where)
         if "url" not in t:
             r.error(f"{where}.url", "missing")
         upstreams.append(
@@ -452,6 +488,14 @@ def _read_upstreams(r: _Reader, data: Mapping[str, Any]) -> tuple[Upstream, ...]
                 host=r.get(t, "host", where, "", _string, "a host name").lower().rstrip("."),
                 path=r.get(t, "path", where, "/", _path_prefix, "a path starting with '/'"),
                 timeout=r.get(t, "timeout", where, 60, _duration, "a duration such as '60s'"),
+                max_websockets=r.get(
+                    t,
+                    "max_websockets",
+                    where,
+                    Upstream.max_websockets,
+                    _integer(1),
+                    "a whole number of at least 1",
+                ),
             )
         )
     return tuple(upstreams)

@@ -31,6 +31,21 @@ _CSRF_REFUSED = Counter(
     "Form posts refused by the CSRF check, by what failed: fetch-site, origin, cookie, token.",
     ["kind"],
 )
+_CLIENT_ABORTS = Counter(
+    "gateway_client_aborts_total",
+    "Proxied exchanges the client gave up on, by stage: upload or download.",
+    ["stage"],
+)
+_BAD_REQUESTS = Counter(
+    "gateway_bad_requests_total",
+    "Requests refused by the HTTP parser (400 before any handler), by the parser's error.",
+    ["error"],
+)
+_CONNECTIONS_DROPPED = Counter(
+    "gateway_connections_dropped_total",
+    "Connections closed before their first request head: head_timeout or too_many_pending.",
+    ["reason"],
+)
 _SESSION_CACHE = Counter(
     "gateway_session_cache_total", "Session lookups by cache result.", ["result"]
 )
@@ -98,9 +113,21 @@ class Timings:
 REQUESTS = Tally(_REQUESTS)
 LOGINS = Tally(_LOGINS)
 CSRF_REFUSED = Tally(_CSRF_REFUSED)
+CLIENT_ABORTS = Tally(_CLIENT_ABORTS)
+BAD_REQUESTS = Tally(_BAD_REQUESTS)
+CONNECTIONS_DROPPED = Tally(_CONNECTIONS_DROPPED)
 SESSION_CACHE = Tally(_SESSION_CACHE)
 UPSTREAM_SECONDS = Timings(_UPSTREAM_SECONDS)
-_ALL = (REQUESTS, LOGINS, CSRF_REFUSED, SESSION_CACHE, UPSTREAM_SECONDS)
+_ALL = (
+    REQUESTS,
+    LOGINS,
+    CSRF_REFUSED,
+    CLIENT_ABORTS,
+    BAD_REQUESTS,
+    CONNECTIONS_DROPPED,
+    SESSION_CACHE,
+    UPSTREAM_SECONDS,
+)
 
 
 def fold() -> None:

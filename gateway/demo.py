@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import secrets
 import signal
 import socket
 import sys
 from pathlib import Path
+from typing import IO
 
 import asyncpg
 from aiohttp import web
 
-from . import users
+from . import connections, users
 from .app import create_app
 from .config import (
     Config,
@@ -23,6 +25,7 @@ from .config import (
     Upstream,
     parse_listen,
 )
+from .connections import GatewayRunner
 from .db import database_url, migrate
 from .echo import create_echo_app
 from .logs import AccessLogger, access_logger
@@ -31,19 +34,20 @@ from .passwords import Passwords
 DEMO_USER = "demo"
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """A bound, listening socket: the demo takes its port before it touches anything."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+def _hold_data_dir(data: Path) -> IO[str] | None:
+    """An exclusive lock on the data directory, or None when another demo holds it.
+
+    Two demos on one directory share its database and so its demo user: the
+    second one's new password would silently replace the first one's.
+    """
+    data.mkdir(parents=True, exist_ok=True)
+    lock = (data / "demo.lock").open("w")
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock
+        lock.close()
+        return None
+    return lock
 
 
 async def _ensure_demo_user(url: str, password: str) -> None:
@@ -75,7 +79,7 @@ async def _run(config: Config, gateway_sock: socket.socket, echo_sock: socket.so
     echo_runner = web.AppRunner(create_echo_app(config.server.prefix))
     await echo_runner.setup()
     await web.SockSite(echo_runner, echo_sock).start()
-    runner = web.AppRunner(
+    runner = GatewayRunner(
         create_app(config), access_log=access_logger(config.log), access_log_class=AccessLogger
     )
     await runner.setup()
@@ -111,21 +115,31 @@ def run_demo(listen: str = "127.0.0.1:8080", data_dir: str = ".gateway") -> int:
     try:
         # First of all: a demo that cannot listen must not start a database, nor
         # give the demo user a new password that a running demo has not printed.
-        gateway_sock = _listen(host, port)
+        gateway_sock = connections.listen(host, port)
     except OSError as exc:
         print(f"gateway: demo: cannot listen on {listen}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    echo_sock = _listen("127.0.0.1", 0)
+    data = Path(data_dir).resolve()
+    lock = _hold_data_dir(data)
+    if lock is None:
+        gateway_sock.close()
+        print(
+            f"gateway: demo: another gateway demo is running with data directory {data}",
+            file=sys.stderr,
+        )
+        return 1
+    echo_sock = connections.listen("127.0.0.1", 0)
     echo_port = echo_sock.getsockname()[1]
     public_host = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
     base = Config(
         server=ServerConfig(host=host, port=port, public_url=f"http://{public_host}:{port}"),
-        database=DatabaseConfig(data_dir=Path(data_dir).resolve()),
+        database=DatabaseConfig(data_dir=data),
         upstreams=(Upstream(name="demo-app", url=f"http://127.0.0.1:{echo_port}"),),
         rules=(Rule(path="/public/", policy="public"),),
         source="<demo>",
     )
     with (
+        lock,
         gateway_sock,
         echo_sock,
         database_url("", base.database.data_dir) as url,

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from .app import create_app
 from .config import Config
+from .connections import GatewayRunner, listen
 from .db import DatabaseUnavailable, database_url, prepare_database
 from .logs import AccessLogger, access_logger, setup_logging
 from .metrics import MULTIPROC_ENV
@@ -43,26 +44,47 @@ def use_uvloop() -> bool:
 
 def _run_worker(config: Config, reuse_port: bool) -> int:
     host, port = config.server.host, config.server.port
-    if use_uvloop():
-        log.debug("using uvloop")
     try:
-        web.run_app(
-            create_app(config),
-            host=host,
-            port=port,
-            reuse_port=reuse_port or None,
-            print=None,
-            access_log=access_logger(config.log),
-            access_log_class=AccessLogger,
-            shutdown_timeout=SHUTDOWN_TIMEOUT,
-        )
-    except DatabaseUnavailable as exc:
-        log.error("%s", exc)
-        return 1
+        # Bound first: "cannot listen" means exactly that, and nothing else.
+        sock = listen(host, port, reuse_port=reuse_port)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
         return 1
+    if use_uvloop():
+        log.debug("using uvloop")
+    try:
+        asyncio.run(_serve(config, sock))
+    except DatabaseUnavailable as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        sock.close()
     return 0
+
+
+async def _serve(config: Config, sock: socket.socket) -> None:
+    """Serve on `sock` until SIGINT/SIGTERM, then stop gracefully, each step bounded."""
+    runner = GatewayRunner(
+        create_app(config),
+        access_log=access_logger(config.log),
+        access_log_class=AccessLogger,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # Before startup: a stop asked for while it runs is a clean stop, after it.
+        loop.add_signal_handler(sig, stop.set)
+    await runner.setup()  # app startup: database, pool, listeners (DatabaseUnavailable)
+    try:
+        await web.SockSite(runner, sock).start()
+        await stop.wait()
+        log.info("stopping: finishing requests in flight (up to %.0f s)", SHUTDOWN_TIMEOUT)
+    finally:
+        # In-flight requests get SHUTDOWN_TIMEOUT; each cleanup step (pool,
+        # listener, flushes) has a bound of its own (app.py), so a hung
+        # database cannot hold the exit, nor turn it into a failure.
+        await runner.cleanup()
 
 
 def _worker_main(config: Config) -> None:
@@ -72,10 +94,7 @@ def _worker_main(config: Config) -> None:
 
 def _check_port(host: str, port: int) -> None:
     """Fail in the parent, with one message, when the port is taken."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        probe.bind((host, port))
+    listen(host, port, reuse_port=True).close()
 
 
 def _supervise(config: Config, workers: int) -> int:
@@ -110,7 +129,10 @@ def _supervise(config: Config, workers: int) -> int:
         if deadline is not None and time.monotonic() > deadline:
             for proc in procs:
                 proc.kill()
-    return 1 if failed or any(proc.exitcode != 0 for proc in procs) else 0
+    # A worker we stopped before it had set up its own handler dies of the
+    # SIGTERM itself: that is the stop we asked for, not a failure.
+    stopped = (0, -signal.SIGTERM)
+    return 1 if failed or any(proc.exitcode not in stopped for proc in procs) else 0
 
 
 def serve(config: Config, workers: int = 1) -> int:

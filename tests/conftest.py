@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway import users
 from gateway.app import create_app
 from gateway.config import Config, build_config
+from gateway.connections import GatewayRunner
 from gateway.db import embedded_postgres, migrate
 from gateway.echo import create_echo_app
 from gateway.passwords import Passwords
@@ -203,6 +204,14 @@ def make_config(db_url: str, echo_url: str) -> Callable[..., Config]:
     return make
 
 
+class GatewayTestServer(TestServer):
+    """aiohttp's TestServer running the gateway the way `gateway serve` does:
+    GatewayRunner (connection rules, keep-alive, no handler cancellation)."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return GatewayRunner(self.app, **kwargs)
+
+
 @pytest.fixture
 async def gateway(
     make_config: Callable[..., Config], clock: FakeClock
@@ -214,7 +223,7 @@ async def gateway(
         config: Config | None = None, *, port: int | None = None, **sections: Any
     ) -> TestClient:
         app = create_app(config or make_config(**sections), clock=clock)
-        client = TestClient(TestServer(app, host="127.0.0.1", port=port))
+        client = TestClient(GatewayTestServer(app, host="127.0.0.1", port=port))
         await client.start_server()
         clients.append(client)
         return client

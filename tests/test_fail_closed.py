@@ -37,8 +37,8 @@ import aiohttp
 import asyncpg
 import psutil
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
-from conftest import PASSWORD, FakeClock, create_user, with_search_path
+from aiohttp.test_utils import TestClient
+from conftest import PASSWORD, FakeClock, GatewayTestServer, create_user, with_search_path
 from upstreams import Recorder, recorder
 
 from gateway.app import create_app
@@ -282,7 +282,7 @@ async def gateway(
 ) -> AsyncIterator[Gateway]:
     """A gateway on a real socket in front of the recording upstream, on the private DB."""
     app = create_app(fail_closed_config(schema_url, upstream.url), clock=FakeClock())
-    client = TestClient(TestServer(app, host="127.0.0.1"))
+    client = TestClient(GatewayTestServer(app, host="127.0.0.1"))
     await client.start_server()
     http = aiohttp.ClientSession(
         cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=90)
@@ -569,7 +569,7 @@ async def test_database_gone_before_first_request_then_recovers(
     finally:
         await pool.close()
 
-    client = TestClient(TestServer(create_app(config, clock=clock), host="127.0.0.1"))
+    client = TestClient(GatewayTestServer(create_app(config, clock=clock), host="127.0.0.1"))
     await client.start_server()  # migrates, loads the secret key, opens the pool
     http = aiohttp.ClientSession(
         cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=90)

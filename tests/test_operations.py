@@ -27,9 +27,10 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from conftest import (
     PASSWORD,
+    GatewayTestServer,
     cli_env,
     create_user,
     free_port,
@@ -639,7 +640,9 @@ async def logged_gateway(
     clients: list[TestClient] = []
 
     async def start(**sections: Any) -> TestClient:
-        server = TestServer(create_app(make_config(**sections), clock=clock), host="127.0.0.1")
+        server = GatewayTestServer(
+            create_app(make_config(**sections), clock=clock), host="127.0.0.1"
+        )
         await server.start_server(
             access_log_class=AccessLogger, access_log=logging.getLogger(ACCESS_LOGGER)
         )
