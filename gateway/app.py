@@ -190,21 +190,25 @@ def create_app(config: Config, *, clock: Clock = utc_now) -> web.Application:
     )
 
     r = app.router
-    # Route names double as the metrics' route classes.
-    r.add_get(f"{prefix}/login", pages.login_get, name="login")
-    r.add_post(f"{prefix}/login", pages.login_post, name="login_post")
-    r.add_get(f"{prefix}/logout", pages.logout_get, name="logout")
-    r.add_post(f"{prefix}/logout", pages.logout_post, name="logout_post")
-    r.add_get(f"{prefix}/auth", forward_auth.handle_auth, name="auth")
-    r.add_get(f"{prefix}/userinfo", pages.userinfo, name="userinfo")
-    r.add_get(f"{prefix}/healthz", pages.healthz, name="healthz")
-    r.add_get(f"{prefix}/readyz", pages.readyz, name="readyz")
-    r.add_get(f"{prefix}/metrics", metrics.metrics, name="metrics")
-    r.add_static(f"{prefix}/static", resource_dir("templates") / "static", name="static")
-    r.add_route("*", prefix, pages.not_found, name="gateway_not_found")
+    # Every route answers Expect itself (pages.expect_continue): aiohttp's
+    # default turned a non-UTF-8 value into a 500. Route names double as the
+    # metrics' route classes.
+    expect = {"expect_handler": pages.expect_continue}
+    r.add_get(f"{prefix}/login", pages.login_get, name="login", **expect)
+    r.add_post(f"{prefix}/login", pages.login_post, name="login_post", **expect)
+    r.add_get(f"{prefix}/logout", pages.logout_get, name="logout", **expect)
+    r.add_post(f"{prefix}/logout", pages.logout_post, name="logout_post", **expect)
+    r.add_get(f"{prefix}/auth", forward_auth.handle_auth, name="auth", **expect)
+    r.add_get(f"{prefix}/userinfo", pages.userinfo, name="userinfo", **expect)
+    r.add_get(f"{prefix}/healthz", pages.healthz, name="healthz", **expect)
+    r.add_get(f"{prefix}/readyz", pages.readyz, name="readyz", **expect)
+    r.add_get(f"{prefix}/metrics", metrics.metrics, name="metrics", **expect)
+    r.add_static(f"{prefix}/static", resource_dir("templates") / "static", name="static", **expect)
+    r.add_route("*", prefix, pages.not_found, name="gateway_not_found", **expect)
     # [\s\S], not ".": a path with an encoded newline must reach a handler that refuses it.
-    r.add_route("*", prefix + r"/{tail:[\s\S]*}", pages.not_found, name="gateway_other")
-    r.add_route("*", r"/{tail:[\s\S]*}", proxy.handle, name="proxy")
+    r.add_route("*", prefix + r"/{tail:[\s\S]*}", pages.not_found, name="gateway_other", **expect)
+    # Everything else: the catch-all means no request meets aiohttp's own 404/405 route.
+    r.add_route("*", r"/{tail:[\s\S]*}", proxy.handle, name="proxy", **expect)
 
     app.on_response_prepare.append(_before_headers)
     return app

@@ -22,8 +22,11 @@ HOP_BY_HOP = frozenset(
 )
 
 # Headers the gateway sets itself (or rebuilds, like Cookie) are never copied.
+# Expect is answered by the gateway itself (pages.expect_continue) before it
+# forwards anything: passed on, it would make the app's client side wait for a
+# 100 that has already been sent.
 REBUILT = frozenset(
-    {"cookie", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id"}
+    {"cookie", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "expect"}
 )
 
 # What an identity header may not be named: it would be dropped, sent twice,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, quote, unquote
 
 import aiohttp_jinja2
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from . import audit, users
@@ -121,23 +121,51 @@ def error_page(
     return response
 
 
-def try_again(request: web.Request) -> tuple[Action, Action]:
-    """For a passing failure: ask for the same address again (a GET, as a person
-    would), or leave for the start page."""
-    return (
-        Action("Try again", request.rel_url.raw_path_qs, primary=True),
-        Action(START_PAGE.label, START_PAGE.href),
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """The Expect header, for every route, before the handler runs.
+
+    `100-continue` gets the interim 100 only when a body is coming (the client
+    waits for it before sending one); any other expectation is a 417. Never
+    raises: aiohttp's default put the header's value into its 417 text, and a
+    value that is not UTF-8 turned that into a 500 on every route.
+    """
+    if request.version < HttpVersion11:
+        return None  # RFC 9110 10.1.1: HTTP/1.0 expectations are ignored
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        if request.body_exists:
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # the interim answer is not the response
+        return None
+    response = error_page(
+        request,
+        417,
+        "Expectation failed",
+        "This server cannot meet the request's Expect header.",
+        code="expectation_failed",
     )
+    response.force_close()  # a body may follow that nobody will read
+    return response
 
 
-def unavailable(request: web.Request) -> web.Response:
+def try_again(request: web.Request, again: str | None = None) -> tuple[Action, Action]:
+    """For a passing failure: ask for `again` (default: this address; a GET, as a
+    person would), or leave for the start page.
+
+    The address goes through the rd check like any other link we print: `//host/x`
+    is a path the proxy serves, and a link that leaves the site as a browser reads it.
+    """
+    target = _redirect_target(request, request.rel_url.raw_path_qs if again is None else again)
+    return (Action("Try again", target, primary=True), Action(START_PAGE.label, START_PAGE.href))
+
+
+def unavailable(request: web.Request, again: str | None = None) -> web.Response:
     return error_page(
         request,
         503,
         "Temporarily unavailable",
         "Sign-in is temporarily unavailable. Please try again in a moment.",
         code="unavailable",
-        actions=try_again(request),
+        actions=try_again(request, again),
     )
 
 
@@ -212,17 +240,36 @@ def _csrf_refused(request: web.Request, form: dict) -> bool:
     return True
 
 
-async def _read_form(request: web.Request) -> dict[str, str] | None:
-    """The urlencoded form as str values, or None when it is not a readable form."""
+class BadForm(Exception):
+    """A posted form that cannot be taken at its word: the message says why."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def _read_form(request: web.Request) -> dict[str, str]:
+    """The urlencoded form as str values. Raises BadForm.
+
+    A field sent twice is refused, not resolved: with `username=mallory&
+    username=alice`, whichever copy "wins" is a form nobody filled in.
+    """
     try:
         data = await request.post()
     except web.HTTPRequestEntityTooLarge:
-        exchange(request).gateway_page = True
-        raise
+        raise BadForm("The form is larger than any form of ours can be.", 413) from None
     except (ValueError, LookupError, HttpProcessingError):
         # Bad encoding, a charset Python does not know, broken multipart framing.
-        return None
-    return {k: v for k, v in data.items() if isinstance(v, str)}
+        raise BadForm("The form could not be read.") from None
+    fields: dict[str, str] = {}
+    seen: set[str] = set()
+    for name, value in data.items():
+        if name in seen:
+            raise BadForm(f"The form has more than one {name[:40]!r} field.")
+        seen.add(name)
+        if isinstance(value, str):
+            fields[name] = value
+    return fields
 
 
 # -- sign in ------------------------------------------------------------------
@@ -278,9 +325,20 @@ async def login_get(request: web.Request) -> web.Response:
 
 
 async def login_post(request: web.Request) -> web.Response:
-    form = await _read_form(request)
-    if form is None:
-        return _login_form(request, rd="", status=400, error="The sign-in form was malformed.")
+    try:
+        form = await _read_form(request)
+    except BadForm as exc:
+        if exc.status == 413:
+            return error_page(
+                request,
+                413,
+                "Sign-in form too large",
+                str(exc),
+                code="too_large",
+                html=True,
+                actions=(Action("Back to sign-in", login_url(request), primary=True),),
+            )
+        return _login_form(request, rd="", status=exc.status, error=str(exc))
     rd = form.get("rd", "")
     if _csrf_refused(request, form):
         return _login_form(request, rd=rd, status=403, error=FORM_EXPIRED)
@@ -351,7 +409,7 @@ async def login_post(request: web.Request) -> web.Response:
         )
     except DatabaseUnavailable:
         log.warning("sign-in answered 503: database unavailable", exc_info=True)
-        return unavailable(request)
+        return unavailable(request, again=login_url(request, rd))  # the form again, rd kept
     response = see_other(_redirect_target(request, rd))
     set_session_cookie(
         response, request, token, max_age=config.session.remember_me if remember else None
@@ -394,8 +452,14 @@ async def logout_get(request: web.Request) -> web.Response:
 
 async def logout_post(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
-    form = await _read_form(request)
-    if form is None or _csrf_refused(request, form):
+    back = (Action("Back to sign-out", f"{config.server.prefix}/logout", primary=True),)
+    try:
+        form = await _read_form(request)
+    except BadForm as exc:
+        return error_page(
+            request, exc.status, "Sign-out not confirmed", str(exc), code="bad_form", actions=back
+        )
+    if _csrf_refused(request, form):
         return error_page(
             request,
             403,
@@ -403,7 +467,7 @@ async def logout_post(request: web.Request) -> web.Response:
             "The sign-out form expired or came from another site. Please try again.",
             code="csrf",
             html=True,
-            actions=(Action("Back to sign-out", f"{config.server.prefix}/logout", primary=True),),
+            actions=back,
         )
     everywhere = request.query.get("everywhere") == "1"
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 from chromium import click_and_wait, look, sign_in
-from conftest import PASSWORD, create_user
+from conftest import create_user, metric, scrape
 from upstreams import closed_port
 
 from gateway.state import POOL
@@ -152,7 +152,7 @@ async def test_denied_page_for_a_signed_in_person_offers_another_account(site, p
 @pytest.mark.parametrize(
     ("path", "name"), [("/_gateway/nothing-here", "404-gateway"), ("/elsewhere", "404-no-app")]
 )
-async def test_not_found_pages(site, make_config, page, alice, path, name):
+async def test_not_found_pages(site, page, path, name):
     # Only /app/ has an app behind it, so /elsewhere matches no upstream.
     s = await site(upstream=[{"name": "app", "url": "http://127.0.0.1:9", "path": "/app/"}])
     answer = await page.goto(f"{s.url}{path}")
@@ -172,7 +172,7 @@ async def test_bad_gateway_page_offers_to_try_again(site, page, alice):
     text = await page.locator("main").inner_text()
     assert "127.0.0.1" not in text
     assert await ways_on(page) == ["Try again", "Go to the start page"]
-    assert await page.get_attribute("text=Try again", "href") == "/reports"
+    assert await page.get_by_role("link", name="Try again").get_attribute("href") == "/reports"
     await look(page, "502")
 
 
@@ -183,17 +183,26 @@ async def test_gateway_timeout_page(site, echo_url, page, alice):
     assert answer.status == 504
     assert await heading(page) == "Gateway timeout"
     assert await ways_on(page) == ["Try again", "Go to the start page"]
+    assert (
+        await page.get_by_role("link", name="Try again").get_attribute("href")
+        == "/_echo/slow?seconds=5"
+    )
     await look(page, "504")
 
 
 async def test_unavailable_page_when_the_database_is_gone(site, page, alice):
     s = await site()
-    await page.goto(f"{s.url}/_gateway/login")
+    await page.goto(f"{s.url}/_gateway/login?rd=/reports")
     await s.client.app[POOL].close()  # every database step now fails, as in an outage
     answer = await sign_in(page)
     assert answer.status == 503
     assert await heading(page) == "Temporarily unavailable"
     assert await ways_on(page) == ["Try again", "Go to the start page"]
+    # Back to the sign-in form, with the address the person was going to.
+    assert (
+        await page.get_by_role("link", name="Try again").get_attribute("href")
+        == "/_gateway/login?rd=/reports"
+    )
     await look(page, "503")
 
 
@@ -214,12 +223,40 @@ async def test_demo_app_page(site, page, alice, signed_in):
     await look(page, "demo-app-signed-in" if signed_in else "demo-app-visitor")
 
 
-async def test_gateway_pages_never_ask_for_a_favicon(site, page, alice):
+async def test_bad_request_page(site, page):
     s = await site()
-    asked: list[str] = []
-    page.on("request", lambda r: asked.append(r.url))
+    answer = await page.goto(f"{s.url}/files/a%00b")  # a NUL in the path: no app may get it
+    assert answer.status == 400
+    assert await heading(page) == "Bad request"
+    assert await ways_on(page) == ["Go to the start page"]
+    await look(page, "400")
+
+
+async def test_too_large_page(site, page, alice):
+    s = await site()
+    await page.goto(f"{s.url}/_gateway/login")
+    await page.get_by_label("Username").fill("alice")
+    await page.get_by_label("Password").fill("x" * 70_000)  # the form is over 64 KiB
+    async with page.expect_navigation() as navigation:
+        await page.get_by_label("Password").press("Enter")
+    assert (await navigation.value).status == 413
+    assert await heading(page) == "Sign-in form too large"
+    assert await ways_on(page) == ["Back to sign-in"]
+    await look(page, "413")
+
+
+async def test_gateway_pages_never_ask_the_app_for_a_favicon(site, page, alice):
+    """Without the inline icon, Chromium asks /favicon.ico of every page, and the
+    gateway proxies it to the app. Counted where it lands: the proxy route."""
+    s = await site()
+
+    async def proxied() -> float:
+        return metric(await scrape(s.client), "gateway_requests_total", route="proxy")
+
+    before = await proxied()
     await page.goto(f"{s.url}/_gateway/login")
     await sign_in(page, "alice", "wrong")
     await page.goto(f"{s.url}/_gateway/logout")
-    assert not [url for url in asked if "favicon" in url]
-    assert PASSWORD  # (the password was never needed: nothing was proxied)
+    await page.goto(f"{s.url}/_gateway/nothing-here")
+    await page.wait_for_load_state("networkidle")  # a favicon request follows the load event
+    assert await proxied() == before

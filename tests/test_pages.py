@@ -7,13 +7,15 @@ the wire: headers, JSON bodies, logs and counts.
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 from conftest import PASSWORD, csrf_token, metric, scrape, sign_in
-from upstreams import raw_request
+from upstreams import closed_port, raw_request, raw_upstream
 
 API = {"Accept": "application/json"}
 HTML = {"Accept": "text/html"}
+HTML_ACCEPT = ("Accept", "text/html")
 RULES = [{"path": "/admin/", "policy": "deny"}, {"path": "/finance/", "groups": ["finance"]}]
 
 
@@ -36,13 +38,44 @@ async def test_a_malformed_request_answer_names_no_version_either(gateway):
     assert answer.headers["Server"] == "Gateway"
 
 
-async def test_an_apps_own_server_header_passes_as_the_app_sent_it(gateway, db):
-    """The echo app is aiohttp too: it sends the (patched) default, proving the gateway
-    adds nothing of its own on top of an app's header."""
-    client = await gateway(rule=[{"path": "/", "policy": "public"}])
-    response = await client.get("/x", headers=API)
-    assert response.status == 200
-    assert response.headers.getall("Server") == ["Gateway"]
+async def test_an_apps_own_server_header_passes_as_the_app_sent_it(gateway):
+    answer = b"HTTP/1.1 200 OK\r\nServer: EchoApp/1.0\r\nContent-Length: 2\r\n\r\nok"
+    async with raw_upstream(answer) as app:
+        client = await gateway(
+            upstream=[{"name": "app", "url": app.url}], rule=[{"path": "/", "policy": "public"}]
+        )
+        response = await client.get("/x", headers=API)
+        assert response.status == 200
+        assert response.headers.getall("Server") == ["EchoApp/1.0"]
+
+
+@pytest.mark.parametrize(
+    "path", ["//evil.example/x", "/\\evil.example/x", "//evil.example/x?y=1", "/%2F%2Fevil.example"]
+)
+async def test_try_again_never_links_off_site(gateway, path):
+    """The proxy serves `//evil.example/x` as a path; printed as a link, a browser
+    would leave for evil.example. The 502 page's "Try again" goes to / instead."""
+    client = await gateway(
+        upstream=[{"name": "app", "url": f"http://127.0.0.1:{closed_port()}"}],
+        rule=[{"path": "/", "policy": "public"}],
+    )
+    response = await raw_request("127.0.0.1", client.port, "GET", path, [HTML_ACCEPT])
+    assert response.status == 502
+    links = re.findall(r'href="([^"]*)"', response.text)
+    assert "evil.example" not in " ".join(links)
+    assert links.count("/") == 2  # "Try again" fell back to the start page, like the other
+
+
+async def test_try_again_repeats_a_safe_address_exactly(gateway):
+    client = await gateway(
+        upstream=[{"name": "app", "url": f"http://127.0.0.1:{closed_port()}"}],
+        rule=[{"path": "/", "policy": "public"}],
+    )
+    response = await raw_request(
+        "127.0.0.1", client.port, "GET", "/reports/q3?tab=1&x=%2F", [HTML_ACCEPT]
+    )
+    assert response.status == 502
+    assert 'href="/reports/q3?tab=1&amp;x=%2F">Try again</a>' in response.text
 
 
 @pytest.mark.parametrize(
