@@ -164,6 +164,7 @@ def create_app(config: Config, *, clock: Clock = utc_now) -> web.Application:
     app[RULES] = RuleSet(config.rules)
     app[UPSTREAMS] = UpstreamTable(config.upstreams)
     app[proxy.HEADER_RULES] = proxy.HeaderRules(config)
+    app[proxy.WEBSOCKET_SLOTS] = proxy.WebSocketSlots()
     app.cleanup_ctx.extend(
         [
             _database,

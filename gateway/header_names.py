@@ -29,6 +29,38 @@ REBUILT = frozenset(
     {"cookie", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "expect"}
 )
 
+# Headers by which a front proxy tells an app where a request came from or
+# what it was before rewriting. From a peer that is not a trusted proxy they
+# are the client's own claims, and apps that route or filter by them (the
+# Symfony X-Original-URL bypass, CVE-2018-14773; IP allow-lists by
+# X-Real-IP) can be steered past the gateway's rules: only trusted proxies'
+# copies are passed on. Compared with '_' and '.' read as '-', like the
+# identity headers.
+ROUTING = frozenset(
+    {
+        "x-original-url",
+        "x-original-uri",
+        "x-rewrite-url",
+        "x-original-method",
+        "x-original-host",
+        "x-forwarded-uri",
+        "x-forwarded-prefix",
+        "x-forwarded-port",
+        "x-forwarded-server",
+        "x-forwarded-method",
+        "x-forwarded-scheme",
+        "x-forwarded-ssl",
+        "x-url-scheme",
+        "x-host",
+        "x-real-ip",
+        "true-client-ip",
+        "x-client-ip",
+        "x-cluster-client-ip",
+        "client-ip",
+        "forwarded",
+    }
+)
+
 # What an identity header may not be named: it would be dropped, sent twice,
 # or change how the message is framed.
 RESERVED = HOP_BY_HOP | REBUILT | {"host", "content-length", "content-type"}

@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
@@ -20,10 +20,10 @@ from yarl import URL
 
 from .auth import COOKIE_NAMES, current_session, identity_header_values, parsed_cookies
 from .config import Config, Upstream
-from .counters import UPSTREAM_SECONDS
+from .counters import CLIENT_ABORTS, UPSTREAM_SECONDS
 from .db import DatabaseUnavailable
-from .header_names import HOP_BY_HOP, REBUILT
-from .http_util import is_own_cookie, peer_trusted, request_id, wants_html
+from .header_names import HOP_BY_HOP, REBUILT, ROUTING
+from .http_util import is_own_cookie, peer_ip, peer_trusted, request_id, wants_html
 from .pages import closed, error_page, login_url, not_allowed, try_again, unavailable
 from .paths import BadPath, normalize_path, request_host
 from .rules import DENY, PUBLIC
@@ -67,23 +67,43 @@ class HeaderRules:
     """Per-app header decisions, made once per header name, so the hot path
     does no string building: most requests carry the same dozen names."""
 
+    def __init__(self, config: Config) -> None:
+        ih = config.identity_headers
+        self.identity = ih
+        identity = frozenset(header_key(n) for n in ih.names())
+        # One memo per kind of request: (websocket?, from a trusted proxy?).
+        self._droppers = {
+            (websocket, trusted): _Dropper(
+                WEBSOCKET_DROP if websocket else REQUEST_DROP,
+                identity if trusted else identity | ROUTING,
+            )
+            for websocket in (False, True)
+            for trusted in (False, True)
+        }
+
+    def dropper(self, websocket: bool, trusted: bool) -> Callable[[str], bool]:
+        """`dropped(name)`: is this request header never forwarded (hop-by-hop,
+        rebuilt, identity, or a routing claim from a peer we do not trust)?"""
+        return self._droppers[websocket, trusted].dropped
+
+
+class _Dropper:
     # Names are client-chosen: the memo keeps short ones only and starts over
     # when full, so junk names can neither grow it nor crowd out common ones.
     MEMO_LIMIT = 1024
 
-    def __init__(self, config: Config) -> None:
-        ih = config.identity_headers
-        self.identity = ih
-        self.identity_keys = frozenset(header_key(n) for n in ih.names())
-        self._dropped: dict[bool, dict[str, bool]] = {False: {}, True: {}}
+    __slots__ = ("_exact", "_folded", "_memo")
 
-    def dropped(self, name: str, websocket: bool) -> bool:
-        """Is this request header never forwarded (hop-by-hop, rebuilt, or identity)?"""
-        memo = self._dropped[websocket]
+    def __init__(self, exact: frozenset[str], folded: frozenset[str]) -> None:
+        self._exact = exact  # lower-case names
+        self._folded = folded  # header_key()s: every spelling of these goes
+        self._memo: dict[str, bool] = {}
+
+    def dropped(self, name: str) -> bool:
+        memo = self._memo
         verdict = memo.get(name)
         if verdict is None:
-            drop = WEBSOCKET_DROP if websocket else REQUEST_DROP
-            verdict = name.lower() in drop or header_key(name) in self.identity_keys
+            verdict = name.lower() in self._exact or header_key(name) in self._folded
             if len(name) <= MEMO_KEY_CHARS:
                 if len(memo) >= self.MEMO_LIMIT:
                     memo.clear()
@@ -92,6 +112,31 @@ class HeaderRules:
 
 
 HEADER_RULES = web.AppKey("header_rules", HeaderRules)
+
+
+class WebSocketSlots:
+    """How many WebSockets are open to each upstream, against its `max_websockets`.
+
+    A WebSocket holds its upstream connection for as long as it lives; the
+    cap keeps thousands of them from exhausting the app (or this process)
+    with a clear 503 instead of a pile-up. Ordinary requests never count.
+    """
+
+    def __init__(self) -> None:
+        self.open: dict[str, int] = {}
+
+    def take(self, upstream: Upstream) -> bool:
+        held = self.open.get(upstream.name, 0)
+        if held >= upstream.max_websockets:
+            return False
+        self.open[upstream.name] = held + 1
+        return True
+
+    def release(self, upstream: Upstream) -> None:
+        self.open[upstream.name] -= 1
+
+
+WEBSOCKET_SLOTS = web.AppKey("websocket_slots", WebSocketSlots)
 
 
 def _connection_listed(headers: CIMultiDict[str] | object) -> frozenset[str]:
@@ -130,11 +175,12 @@ def upstream_headers(
     rules = app[HEADER_RULES]
     headers = request.headers
     listed = _connection_listed(headers)
-    dropped = rules.dropped
+    trusted = peer_trusted(request, app)
+    dropped = rules.dropper(websocket, trusted)
     out = [
         (name, value)
         for name, value in headers.items()
-        if not (dropped(name, websocket) or (listed and name.lower() in listed))
+        if not (dropped(name) or (listed and name.lower() in listed))
     ]
 
     # The app never sees the session token; its own cookies pass untouched.
@@ -144,7 +190,7 @@ def upstream_headers(
             out.append(("Cookie", rest))
 
     peer = request.remote or ""
-    if peer_trusted(request, app):
+    if trusted:
         # Several X-Forwarded-For lines are one list (RFC 9110 5.3): keep them all.
         forwarded_for = ", ".join(headers.getall("X-Forwarded-For", ()))
         proto = headers.get("X-Forwarded-Proto", "")
@@ -282,19 +328,64 @@ def _unauthenticated(request: web.Request) -> web.Response:
     )
 
 
-async def _request_body(request: web.Request, idle_timeout: float) -> AsyncIterator[bytes]:
-    """The client's body, chunk by chunk; a client that stalls mid-body is cut off.
+class _ClientBody:
+    """The client's body, chunk by chunk, for the upstream request.
 
-    Without the limit, a body whose framing breaks after forwarding began
-    (aiohttp never surfaces that error to the stream) would hold the
-    upstream request open forever.
+    A client that stalls mid-body is cut off after `idle_timeout` (`stalled`
+    says so): without that, a body whose framing breaks after forwarding began
+    (aiohttp never surfaces that error to the stream) would hold the upstream
+    request open forever.
     """
-    while True:
-        async with asyncio.timeout(idle_timeout):
-            chunk = await request.content.readany()
-        if not chunk:
-            return
-        yield chunk
+
+    __slots__ = ("idle_timeout", "request", "stalled")
+
+    def __init__(self, request: web.Request, idle_timeout: float) -> None:
+        self.request = request
+        self.idle_timeout = idle_timeout
+        self.stalled = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        content = self.request.content
+        while True:
+            try:
+                async with asyncio.timeout(self.idle_timeout):
+                    chunk = await content.readany()
+            except TimeoutError:
+                self.stalled = True
+                raise
+            if not chunk:
+                return
+            yield chunk
+
+
+def _client_gone(request: web.Request) -> bool:
+    """Has the client hung up? (aiohttp drops the transport when the connection is lost.)"""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _client_left(request: web.Request, upstream: Upstream, stage: str) -> None:
+    """The client's own hang-up: counted and noted, not blamed on the app."""
+    CLIENT_ABORTS.inc(stage)
+    log.info(
+        "client %s left during the %s (%s %s, upstream %s)",
+        peer_ip(request),
+        stage,
+        request.method,
+        request.path,
+        upstream.name,
+    )
+
+
+def _nobody_to_answer() -> web.Response:
+    """The answer to a request whose client has gone: never written (aiohttp drops
+    it quietly); 499, as nginx logs it, is what the access log and metrics see."""
+    response = web.Response(status=499)
+    response.force_close()
+    return response
 
 
 async def _unread_body_closes(request: web.Request, response: web.Response) -> web.Response:
@@ -312,11 +403,22 @@ async def _unread_body_closes(request: web.Request, response: web.Response) -> w
     return response
 
 
+def _body_stalled(request: web.Request) -> web.Response:
+    return error_page(
+        request,
+        408,
+        "Request timeout",
+        "The request's body stopped arriving before it was complete.",
+        code="body_timeout",
+        actions=try_again(request),
+    )
+
+
 async def _forward(
     request: web.Request, ex: Exchange, upstream: Upstream, session: Session | None, origin: str
 ) -> web.StreamResponse:
     headers = upstream_headers(request, ex, session)
-    body = _request_body(request, upstream.timeout) if request.body_exists else None
+    body = _ClientBody(request, upstream.timeout) if request.body_exists else None
     timeout = _timeout(upstream.timeout)
     http = ex.app[HTTP]
     started = time.perf_counter()
@@ -329,10 +431,18 @@ async def _forward(
             timeout=timeout,
             allow_redirects=False,
         )
-    except TimeoutError:
-        log.warning("upstream %s timed out", upstream.name)
-        return await _unread_body_closes(request, _gateway_timeout(request))
-    except aiohttp.ClientError as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        # Whose fault? Ask the client's side first: a hang-up or a stalled body
+        # ends the upstream request too, but is not the app's doing.
+        if _client_gone(request):
+            _client_left(request, upstream, "upload")
+            return _nobody_to_answer()
+        if body is not None and body.stalled:
+            log.info("client %s stalled mid-body (%s)", peer_ip(request), request.path)
+            return await _unread_body_closes(request, _body_stalled(request))
+        if isinstance(exc, TimeoutError):
+            log.warning("upstream %s timed out", upstream.name)
+            return await _unread_body_closes(request, _gateway_timeout(request))
         log.warning("upstream %s unreachable: %s", upstream.name, exc)
         return await _unread_body_closes(request, _bad_gateway(request))
     UPSTREAM_SECONDS.observe(upstream.name, time.perf_counter() - started)
@@ -355,11 +465,11 @@ async def _forward(
             async for chunk in upstream_response.content.iter_chunked(CHUNK):
                 await response.write(chunk)
             await response.write_eof()
-        except ConnectionResetError:
-            # The client went away mid-response (aiohttp's ClientConnectionResetError
-            # is one): nobody is left to answer, and it is not the upstream's fault.
-            log.debug("client left during the response from %s", upstream.name)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (ConnectionError, TimeoutError, aiohttp.ClientError) as exc:
+            if _client_gone(request):
+                # Leaving the `async with` drops the half-read upstream connection.
+                _client_left(request, upstream, "download")
+                return response
             # Headers are gone already: the only honest signal left is to cut
             # the connection, so the client cannot take a truncated body as whole.
             log.warning("upstream %s failed mid-response: %r", upstream.name, exc)
@@ -387,6 +497,35 @@ async def _relay_websocket(
             "This WebSocket handshake is invalid.",
             code="bad_websocket",
         )
+    slots = ex.app[WEBSOCKET_SLOTS]
+    if not slots.take(upstream):
+        log.warning(
+            "upstream %s: %d WebSockets open, refusing one more",
+            upstream.name,
+            upstream.max_websockets,
+        )
+        return error_page(
+            request,
+            503,
+            "Too many connections",
+            "The application has as many live connections open as it may. Please try again.",
+            code="too_many_websockets",
+            actions=try_again(request),
+        )
+    try:
+        return await _relay_websocket_in_slot(request, ex, upstream, headers, protocols, origin)
+    finally:
+        slots.release(upstream)
+
+
+async def _relay_websocket_in_slot(
+    request: web.Request,
+    ex: Exchange,
+    upstream: Upstream,
+    headers: list[tuple[str, str]],
+    protocols: list[str],
+    origin: str,
+) -> web.StreamResponse:
     scheme = "wss" if upstream.url.startswith("https") else "ws"
     try:
         to_app = await ex.app[HTTP].ws_connect(
@@ -435,5 +574,6 @@ async def _relay_websocket(
         await asyncio.gather(*pending, return_exceptions=True)
     finally:
         await to_app.close()
-        await to_client.close()
+        if to_client.prepared:  # not when the client left before the handshake answer
+            await to_client.close()
     return to_client

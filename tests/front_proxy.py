@@ -37,6 +37,52 @@ SPOOFS = [
     ("X-Remote-Name", "Mallory"),
 ]
 
+# What a client may claim about where a request came from or what it was
+# before rewriting (headers.ROUTING): no app may hear it from anyone but a
+# trusted proxy. Spellings with '_' as app servers read them too.
+ROUTING_SPOOFS = [
+    ("X-Original-URL", "/admin/x"),
+    ("X-Rewrite-URL", "/admin/x"),
+    ("X-Original-URI", "/admin/x"),
+    ("X-Forwarded-Uri", "/admin/x"),
+    ("X-Forwarded-Prefix", "/admin"),
+    ("X-Forwarded-Port", "8443"),
+    ("X-Forwarded-Server", "internal.example"),
+    ("X-Forwarded-Method", "DELETE"),
+    ("X-Original-Method", "DELETE"),
+    ("X-Real-IP", "10.0.0.1"),
+    ("True-Client-IP", "10.0.0.1"),
+    ("X-Client-IP", "10.0.0.1"),
+    ("Forwarded", "for=10.0.0.1;host=internal.example;proto=https"),
+    ("X_Original_URL", "/admin/x"),
+    ("X_Real_IP", "10.0.0.1"),
+]
+ROUTING_NAMES = frozenset(n.lower().replace("_", "-") for n, _ in ROUTING_SPOOFS)
+_ROUTING_LIES = {(n.lower().replace("_", "-"), v) for n, v in ROUTING_SPOOFS}
+
+
+def routing_seen(seen: list[list[str]]) -> dict[str, list[str]]:
+    """The routing headers an app received (any spelling), as {canonical name: values}."""
+    found: dict[str, list[str]] = {}
+    for name, value in seen:
+        canonical = name.lower().replace("_", "-").replace(".", "-")
+        if canonical in ROUTING_NAMES:
+            found.setdefault(canonical, []).append(value)
+    return found
+
+
+def routing_lies_seen(seen: list[list[str]]) -> list[tuple[str, str]]:
+    """Which of the client's ROUTING_SPOOFS an app received. A front proxy may send
+    such headers itself (Traefik sets X-Forwarded-Port/-Server, X-Real-Ip); only
+    the client's own values must never arrive."""
+    return [
+        (canonical, value)
+        for canonical, values in routing_seen(seen).items()
+        for value in values
+        if (canonical, value) in _ROUTING_LIES
+    ]
+
+
 # Spellings an app resolves to /admin: a deny rule on "/admin/" must hold for each.
 DENIED_SPELLINGS = [
     "/admin",

@@ -24,7 +24,7 @@ from gateway.passwords import (
     check_new_password,
 )
 from gateway.paths import normalize_host
-from gateway.proxy import MEMO_KEY_CHARS, HeaderRules, header_key
+from gateway.proxy import MEMO_KEY_CHARS, HeaderRules, _Dropper, header_key
 from gateway.proxy_routes import UpstreamTable
 from gateway.redirects import safe_redirect
 from gateway.rules import Decision, RuleSet
@@ -973,22 +973,38 @@ def test_is_token_accepts(value):
     assert is_token(value) is True
 
 
-# proxy.HeaderRules.dropped: memoised per header name, bounded against junk names
+# proxy.HeaderRules.dropper: memoised per header name, bounded against junk names
 
 
+@pytest.mark.parametrize("trusted", [False, True])
 @pytest.mark.parametrize("websocket", [False, True])
-def test_header_verdicts_stay_right_and_bounded_under_a_flood_of_names(websocket):
+def test_header_verdicts_stay_right_and_bounded_under_a_flood_of_names(websocket, trusted):
     config = build_config({"upstream": [{"url": "http://127.0.0.1:9"}]})
-    rules = HeaderRules(config)
+    dropped = HeaderRules(config).dropper(websocket, trusted)
     spoofs = ["X-Remote-User", "x_remote_user", "X.Remote.Groups", "Connection", "Cookie"]
     for _ in range(2):  # first computed, then from the memo
-        assert all(rules.dropped(name, websocket) for name in spoofs)
-        assert not rules.dropped("Accept", websocket)
-    assert rules.dropped("Sec-WebSocket-Key", websocket) is websocket
-    for i in range(5 * HeaderRules.MEMO_LIMIT):
-        assert not rules.dropped(f"X-Junk-{i}", websocket)
-    assert not rules.dropped("X-" + "y" * 5000, websocket)  # long names are not kept
-    assert rules.dropped("X_" + "Remote-User", websocket)
-    memo = rules._dropped[websocket]
-    assert len(memo) <= HeaderRules.MEMO_LIMIT
+        assert all(dropped(name) for name in spoofs)
+        assert not dropped("Accept")
+    assert dropped("Sec-WebSocket-Key") is websocket
+    for i in range(5 * _Dropper.MEMO_LIMIT):
+        assert not dropped(f"X-Junk-{i}")
+    assert not dropped("X-" + "y" * 5000)  # long names are not kept
+    assert dropped("X_" + "Remote-User")
+    memo = dropped.__self__._memo
+    assert len(memo) <= _Dropper.MEMO_LIMIT
     assert all(len(name) <= MEMO_KEY_CHARS for name in memo)
+
+
+ROUTING_SPELLINGS = [
+    "X-Original-URL", "x-original-url", "X_Original_URL", "X.Original.URL", "X-Rewrite-URL",
+    "X-Forwarded-Uri", "X-Forwarded-Prefix", "X-Forwarded-Port", "X-Forwarded-Server",
+    "X-Real-IP", "X_Real_IP", "True-Client-IP", "Forwarded", "X-Client-IP", "X-Forwarded-Method",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ROUTING_SPELLINGS)
+def test_routing_claims_pass_only_from_a_trusted_proxy(name):
+    rules = HeaderRules(build_config({"upstream": [{"url": "http://127.0.0.1:9"}]}))
+    for websocket in (False, True):
+        assert rules.dropper(websocket, trusted=False)(name) is True
+        assert rules.dropper(websocket, trusted=True)(name) is False
