@@ -84,10 +84,9 @@ async def _close_pool(pool: asyncpg.Pool) -> None:
     try:
         await asyncio.wait_for(pool.close(), POOL_CLOSE_SECONDS)
     except TimeoutError:
+        # Ours, or asyncpg's own while it waits for the server's goodbye.
         log.warning(
-            "closing the database pool took over %.0f s (database not answering); "
-            "its connections were cut",
-            POOL_CLOSE_SECONDS,
+            "closing the database pool: the database did not answer; its connections were cut"
         )
         pool.terminate()
 
@@ -95,7 +94,7 @@ async def _close_pool(pool: asyncpg.Pool) -> None:
 async def _session_cache(app: web.Application) -> AsyncIterator[None]:
     """The LISTEN connection that keeps the cache coherent, and the last_seen writer."""
     store = app[SESSIONS]
-    invalidator = Invalidator(app[DB_URL], store.cache)
+    invalidator = Invalidator(app[DB_URL], store.cache, app[CONFIG].session.cache_trust)
     app[INVALIDATOR] = invalidator
 
     async def flush_touches() -> None:

@@ -75,7 +75,15 @@ async def _serve(config: Config, sock: socket.socket) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         # Before startup: a stop asked for while it runs is a clean stop, after it.
         loop.add_signal_handler(sig, stop.set)
-    await runner.setup()  # app startup: database, pool, listeners (DatabaseUnavailable)
+    try:
+        await runner.setup()  # app startup: database, pool, listeners
+    except DatabaseUnavailable:
+        if not stop.is_set():
+            raise
+        # Asked to stop while it waited for a database that does not answer:
+        # the stop is what happened, not a failure to start.
+        log.info("stopped before the database answered")
+        return
     try:
         await web.SockSite(runner, sock).start()
         await stop.wait()

@@ -7,6 +7,13 @@ evicts. The cache is only *enabled* while that LISTEN connection is up: when
 it drops, the cache is flushed and bypassed until LISTEN is back, because
 notifications sent meanwhile are lost. A generation counter stops a lookup
 that raced an eviction from putting the stale row back.
+
+Up is not enough: a connection that hangs without closing delivers no
+notifications and no error. So the cache serves only while the listener has
+*proven* itself within `session.cache_trust` (a heartbeat every half of it):
+a silent hang turns the cache off within that bound, from any point of the
+heartbeat cycle. Notifications sent during a hang that then clears arrive
+before the heartbeat's answer, so nothing revoked meanwhile comes back.
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -29,7 +38,6 @@ MAX_ENTRIES = 100_000
 # A cached entry is re-read from the database after this long even without
 # a notification: a bound on staleness for changes no trigger announces.
 MAX_AGE = timedelta(seconds=30)
-HEARTBEAT_SECONDS = 5.0
 # How operators (and tests) find the listener in pg_stat_activity.
 LISTENER_APPLICATION_NAME = "gateway-session-listener"
 
@@ -44,19 +52,27 @@ class Entry:
 
 
 class SessionCache:
-    def __init__(self, max_entries: int = MAX_ENTRIES, max_age: timedelta = MAX_AGE) -> None:
+    def __init__(
+        self,
+        max_entries: int = MAX_ENTRIES,
+        max_age: timedelta = MAX_AGE,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_entries = max_entries
         self.max_age = max_age
         self._entries: OrderedDict[bytes, Entry] = OrderedDict()
         self._by_user: dict[int, set[bytes]] = {}
         self.generation = 0
         self.enabled = False  # until the LISTEN connection is up
+        # monotonic() until which the listener's last answer vouches for the cache.
+        self.monotonic = monotonic
+        self.trusted_until = 0.0
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, token_hash: bytes, now: datetime) -> Entry | None:
-        if not self.enabled:
+        if not self.enabled or self.monotonic() >= self.trusted_until:
             return None
         entry = self._entries.get(token_hash)
         if entry is None:
@@ -70,6 +86,8 @@ class SessionCache:
     def put(self, token_hash: bytes, entry: Entry, generation: int) -> None:
         """Store, unless an eviction happened since the caller read the database."""
         if not self.enabled or generation != self.generation:
+            return
+        if self.monotonic() >= self.trusted_until:
             return
         self._entries[token_hash] = entry
         self._entries.move_to_end(token_hash)
@@ -109,6 +127,10 @@ class SessionCache:
         self.clear()
         self.enabled = True
 
+    def vouch(self, seconds: float) -> None:
+        """The listener just answered: serve from the cache for `seconds` more."""
+        self.trusted_until = self.monotonic() + seconds
+
     def apply(self, payload: str) -> None:
         """One NOTIFY payload from sql/003's triggers."""
         kind, _, rest = payload.partition(":")
@@ -127,9 +149,10 @@ class SessionCache:
 class Invalidator:
     """Holds the LISTEN connection; reconnects with backoff; gates the cache on it."""
 
-    def __init__(self, url: str, cache: SessionCache) -> None:
+    def __init__(self, url: str, cache: SessionCache, trust_seconds: float) -> None:
         self.url = url
         self.cache = cache
+        self.trust_seconds = trust_seconds
         self.connected = asyncio.Event()  # for tests and readiness: LISTEN is live
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
@@ -151,14 +174,17 @@ class Invalidator:
                 # Enabled only now: anything revoked before this point is
                 # not in the (just flushed) cache.
                 self.cache.enable()
+                self.cache.vouch(self.trust_seconds)
                 self.connected.set()
                 backoff = 0.1
+                heartbeat = self.trust_seconds / 2
                 while not lost.is_set():
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), HEARTBEAT_SECONDS)
+                        await asyncio.wait_for(lost.wait(), heartbeat)
                         break
-                    # A silent network drop shows no termination: ask.
+                    # A silent hang shows no termination: ask, and vouch only on an answer.
                     await conn.fetchval("SELECT 1", timeout=DB_TIMEOUT)
+                    self.cache.vouch(self.trust_seconds)
             except DB_ERRORS as exc:
                 log.warning("session notifications unavailable (%s); cache bypassed", exc)
             finally:

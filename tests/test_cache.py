@@ -129,6 +129,7 @@ async def test_last_seen_is_written_back_in_batches(gateway, alice, clock, db):
 def test_a_lookup_that_raced_an_eviction_does_not_put_back_a_stale_entry():
     cache = SessionCache()
     cache.enable()
+    cache.vouch(3600)
     now = datetime(2026, 1, 1)
     entry = Entry(object(), 7, now, now, now)
     generation = cache.generation  # a lookup reads the database here...
@@ -151,6 +152,7 @@ def test_a_lookup_that_raced_an_eviction_does_not_put_back_a_stale_entry():
 def test_notification_payloads(payload, left):
     cache = SessionCache()
     cache.enable()
+    cache.vouch(3600)
     now = datetime(2026, 1, 1)
     cache.put(b"a" * 32, Entry(object(), 1, now, now, now), cache.generation)
     cache.put(b"b" * 32, Entry(object(), 2, now, now, now), cache.generation)
@@ -161,9 +163,41 @@ def test_notification_payloads(payload, left):
 def test_cache_is_bounded():
     cache = SessionCache(max_entries=3)
     cache.enable()
+    cache.vouch(3600)
     now = datetime(2026, 1, 1)
     for i in range(10):
         cache.put(bytes([i]) * 32, Entry(object(), i, now, now, now), cache.generation)
     assert len(cache) == 3
     assert cache.get(bytes([9]) * 32, now) is not None
     assert cache.get(bytes([0]) * 32, now) is None
+
+
+class Ticks:
+    """An injectable monotonic clock."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_cache_serves_only_while_the_listener_has_vouched_for_it():
+    ticks = Ticks()
+    cache = SessionCache(monotonic=ticks)
+    cache.enable()
+    now = datetime(2026, 1, 1)
+    entry = Entry(object(), 1, now, now, now)
+    cache.put(b"a" * 32, entry, cache.generation)
+    assert cache.get(b"a" * 32, now) is None  # enabled, but nothing has vouched yet
+    cache.vouch(2.0)
+    cache.put(b"a" * 32, entry, cache.generation)
+    assert cache.get(b"a" * 32, now) is entry
+    ticks.now += 1.99
+    assert cache.get(b"a" * 32, now) is entry
+    ticks.now += 0.01  # the listener has been silent for the whole bound
+    assert cache.get(b"a" * 32, now) is None
+    cache.put(b"b" * 32, entry, cache.generation)  # nor is anything stored meanwhile
+    cache.vouch(2.0)
+    assert cache.get(b"b" * 32, now) is None
+    assert cache.get(b"a" * 32, now) is entry  # kept: any eviction arrives before a vouch

@@ -7,6 +7,7 @@ on 127.0.0.1, so the gateway's HTTP client and server code run for real.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import socket
@@ -20,6 +21,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
+from yarl import URL
 
 GZIP_PAYLOAD = b"compressible text, " * 4096
 
@@ -234,3 +236,69 @@ async def raw_request(
         return RawResponse(status, parsed, data)
     finally:
         writer.close()
+
+
+class Relay:
+    """A TCP relay in front of a PostgreSQL server that the test can freeze.
+
+    Frozen, it stops moving bytes both ways while every connection stays
+    open: a hung host or network, not a dead one (no RST, no FIN), which is
+    the case a closed socket would never show.
+    """
+
+    def __init__(self, target_url: str) -> None:
+        self.target = URL(target_url)
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self.server: asyncio.AbstractServer | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        """The target's URL (user, database, options) with the relay as its host."""
+        query = {k: v for k, v in self.target.query.items() if k != "host"}
+        return str(self.target.with_host("127.0.0.1").with_port(self.port).with_query(query))
+
+    def freeze(self) -> None:
+        self.flowing.clear()
+
+    def thaw(self) -> None:
+        self.flowing.set()
+
+    async def _open_target(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        socket_dir = self.target.query.get("host")
+        if socket_dir:  # the embedded server listens on a Unix socket only
+            port = self.target.port or 5432
+            return await asyncio.open_unix_connection(f"{socket_dir}/.s.PGSQL.{port}")
+        return await asyncio.open_connection(self.target.host, self.target.port or 5432)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                await self.flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            target_reader, target_writer = await self._open_target()
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(self._pipe(reader, target_writer), self._pipe(target_reader, writer))
+
+    async def __aenter__(self) -> Relay:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.thaw()
+        assert self.server is not None
+        self.server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.server.wait_closed(), 5)
