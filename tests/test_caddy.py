@@ -17,6 +17,7 @@ import pytest
 from conftest import PASSWORD, free_port
 from front_proxy import (
     DENIED_SPELLINGS,
+    ROUTING_SPOOFS,
     SPOOFS,
     Stack,
     browser,
@@ -26,6 +27,7 @@ from front_proxy import (
     identity_seen,
     login_through,
     require,
+    routing_lies_seen,
     session_cookie,
 )
 from upstreams import raw_request
@@ -175,8 +177,9 @@ async def test_deny_rule_holds_for_every_spelling(stack, alice):
 
 async def test_client_sent_original_request_headers_do_not_open_admin(stack, alice):
     """Caddy's forward_auth copies the client's headers onto the auth request; it
-    sets X-Forwarded-Method/-Uri/-Host itself but passes a client's X-Original-URL
-    (nginx's header) through. Naming a public path there must not open /admin/."""
+    sets X-Forwarded-Method/-Uri/-Host itself but would pass a client's
+    X-Original-URL (nginx's header) through. The Caddyfile strips it first, so
+    naming a public path there cannot open /admin/ (nor even confuse /auth)."""
     token = await signed_in_token(stack)
     lies = [
         [("X-Original-URL", f"{stack.base}/public/x")],
@@ -194,8 +197,8 @@ async def test_client_sent_original_request_headers_do_not_open_admin(stack, ali
                 "/admin/x",
                 [("Accept", "application/json"), *cookie, *headers],
             )
-            # 400: the two styles disagree; 403: Caddy replaced the lie, the real path is denied.
-            assert response.status in (400, 403), (cookie, headers, response.status)
+            # The Caddyfile strips the client's account of the request: the real path is denied.
+            assert response.status == 403, (cookie, headers, response.status)
             assert '"path"' not in response.text, (headers, response.text)  # not the app's echo
     # The refusal is the disagreement, not the header: one that tells the truth passes.
     honest = await raw_request(
@@ -214,4 +217,35 @@ async def test_client_sent_original_request_headers_do_not_open_admin(stack, ali
         "/dashboard",
         [("Accept", "text/html"), ("X-Original-URL", f"{stack.base}/public/x")],
     )
-    assert anonymous.status in (302, 400), anonymous.status
+    assert anonymous.status == 302, anonymous.status
+
+
+async def test_routing_claims_never_reach_the_app(stack, alice):
+    """X-Original-URL, X-Real-IP, Forwarded and friends from the client: cleared."""
+    token = await signed_in_token(stack)
+    for path, cookie in (("/whoami", [("Cookie", f"gateway_session={token}")]), ("/public/x", [])):
+        response = await raw_request(
+            "127.0.0.1",
+            stack.port,
+            "GET",
+            path,
+            [("Accept", "application/json"), *cookie, *ROUTING_SPOOFS],
+        )
+        assert response.status == 200, (path, response.text)
+        lies = routing_lies_seen(response.json()["headers"])
+        assert lies == [], (path, lies)
+
+
+async def test_websocket_through_caddy(stack, alice):
+    token = await signed_in_token(stack)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as ws_client:
+        async with ws_client.ws_connect(
+            f"{stack.base}/live", headers={"Cookie": f"gateway_session={token}"}
+        ) as ws:
+            assert (await ws.receive_json()) == {"hello": "alice"}
+            await ws.send_str("ping through caddy")
+            assert (await ws.receive_str()) == "ping through caddy"
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await ws_client.ws_connect(f"{stack.base}/live")
+        # The Caddyfile's handle_response sends the anonymous upgrade to the sign-in page.
+        assert refused.value.request_info.url.path == "/_gateway/login"

@@ -16,6 +16,7 @@ import pytest
 from conftest import create_user, free_port
 from front_proxy import (
     DENIED_SPELLINGS,
+    ROUTING_SPOOFS,
     SPOOFS,
     Stack,
     browser,
@@ -23,6 +24,7 @@ from front_proxy import (
     nginx_binary,
     nginx_in_front,
     require,
+    routing_lies_seen,
     session_cookie,
 )
 from upstreams import raw_request
@@ -203,3 +205,21 @@ async def test_websocket_through_nginx(stack, alice):
             await ws_client.ws_connect(f"{stack.base}/live")
         # nginx's error_page sends the anonymous upgrade to the login page: no socket.
         assert refused.value.request_info.url.path == "/_gateway/login"
+
+
+async def test_routing_claims_never_reach_the_app(stack, alice):
+    """X-Original-URL, X-Real-IP, Forwarded and friends from the client: cleared by nginx."""
+    async with browser() as http:
+        await login_through(http, stack.base, "alice")
+        token = session_cookie(http)
+    for path, cookie in (("/whoami", [("Cookie", f"gateway_session={token}")]), ("/public/x", [])):
+        response = await raw_request(
+            "127.0.0.1",
+            stack.port,
+            "GET",
+            path,
+            [("Accept", "application/json"), *cookie, *ROUTING_SPOOFS],
+        )
+        assert response.status == 200, (path, response.text)
+        lies = routing_lies_seen(response.json()["headers"])
+        assert lies == [], (path, lies)

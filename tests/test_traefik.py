@@ -16,15 +16,19 @@ import pytest
 from conftest import free_port
 from front_proxy import (
     DENIED_SPELLINGS,
+    EXAMPLES,
+    ROUTING_SPOOFS,
     SPOOFS,
     Stack,
     browser,
     identity_seen,
     login_through,
     require,
+    routing_lies_seen,
     session_cookie,
     traefik_binary,
     traefik_in_front,
+    traefik_strip_headers,
 )
 from upstreams import raw_request
 
@@ -48,7 +52,9 @@ async def stack(tmp_path: Path, gateway, make_config, echo_server) -> AsyncItera
     base = f"http://127.0.0.1:{port}"
     # trusted_proxies stays the default (127.0.0.1/32, ::1/128): the front proxy's address.
     client = await gateway(make_config(server={"public_url": base}, rule=RULES))
-    async with traefik_in_front(tmp_path, port, "127.0.0.1", client.port, echo_server.port) as log:
+    async with traefik_in_front(
+        tmp_path, port, client.port, echo_server.port, host="127.0.0.1"
+    ) as log:
         yield Stack(base, port, log)
 
 
@@ -138,3 +144,27 @@ async def test_websocket_through_traefik(stack, alice):
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await ws_client.ws_connect(f"{stack.base}/live")
         assert refused.value.status == 401
+
+
+async def test_routing_claims_never_reach_the_app(stack, alice):
+    """X-Original-URL, X-Real-IP, Forwarded and friends from the client: cleared."""
+    token = await signed_in_token(stack)
+    for path, cookie in (("/whoami", [("Cookie", f"gateway_session={token}")]), ("/public/x", [])):
+        response = await raw_request(
+            "127.0.0.1",
+            stack.port,
+            "GET",
+            path,
+            [("Accept", "application/json"), *cookie, *ROUTING_SPOOFS],
+        )
+        assert response.status == 200, (path, response.text)
+        lies = routing_lies_seen(response.json()["headers"])
+        assert lies == [], (path, lies)
+
+
+def test_the_shipped_strip_list_is_complete():
+    """Every spelling of every identity header and routing claim, generated: when
+    header_names.ROUTING grows, this prints the file as it must now be."""
+    shipped = (EXAMPLES / "traefik" / "dynamic" / "strip-headers.yml").read_text()
+    expected = traefik_strip_headers()
+    assert shipped == expected, "examples/traefik/dynamic/strip-headers.yml should be:\n" + expected
