@@ -35,7 +35,7 @@ def identity_header_values(ident: Identity, names: IdentityHeaders) -> list[tupl
     """The identity as header (name, value) pairs, for upstreams and for /auth."""
     return [
         (names.user, ident.username),
-        (names.email, ident.email),
+        (names.email, _header_safe(ident.email)),  # checked on the way in; rows may predate that
         (names.name, _header_safe(ident.name)),
         (names.groups, ",".join(ident.groups)),
     ]

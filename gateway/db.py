@@ -166,16 +166,28 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
         data_dir = Path(data_dir).expanduser().resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         pgdata = data_dir / "pgdata"
-        running = PostmasterInfo.read_from_pgdata(pgdata)
-        if running is not None and running.is_running():
-            log.info("joining the embedded PostgreSQL already running in %s", pgdata)
-        else:
-            log.info("starting embedded PostgreSQL in %s", pgdata)
+        log.info("%s in %s", _embedded_state(PostmasterInfo, pgdata), pgdata)
         server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+
+
+def _embedded_state(postmaster_info: type, pgdata: Path) -> str:
+    """What the CLI is about to do, for its log line: join a running server or start one.
+
+    Only a guess for the message: the pid file is read without the library's
+    lock, so one caught half-written says "starting" rather than failing.
+    """
+    try:
+        running = postmaster_info.read_from_pgdata(pgdata)
+        joining = running is not None and running.is_running()
+    except Exception:
+        joining = False
+    if joining:
+        return "joining the embedded PostgreSQL already running"
+    return "starting embedded PostgreSQL"
 
 
 @contextlib.contextmanager

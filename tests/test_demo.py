@@ -112,3 +112,22 @@ async def test_a_second_demo_on_a_taken_port_fails_and_leaves_the_first_alone(
         await page.goto(f"{first.url}/_gateway/login")
         assert (await sign_in(page, "demo", first.password)).status == 200
         assert "The gateway says you are demo." in await page.locator("main").inner_text()
+
+
+async def test_a_second_demo_on_the_same_data_directory_leaves_the_first_alone(
+    tmp_path: Path, new_context
+):
+    """Another port, the same database: its new password would replace the first one's."""
+    async with demo(free_port(), tmp_path / "demo-data") as first:
+        second = await _start(free_port(), tmp_path / "demo-data")
+        async with asyncio.timeout(60):
+            out, err = await second.communicate()
+        assert second.returncode == 1
+        assert out == b""
+        assert err.decode() == (
+            "gateway: demo: another gateway demo is running with data directory "
+            f"{(tmp_path / 'demo-data').resolve()}\n"
+        )
+        page = await (await new_context()).new_page()
+        await page.goto(f"{first.url}/_gateway/login")
+        assert (await sign_in(page, "demo", first.password)).status == 200

@@ -168,6 +168,19 @@ async def test_signed_in_request_carries_identity_headers(gateway, db):
     assert exact(facts, "X-Remote-Groups") == ["staff,ops"]
 
 
+async def test_an_email_written_behind_the_clis_back_cannot_add_a_header(gateway, alice, db):
+    """`user add` checks addresses; a row written by SQL (or before that check) is
+    still made header-safe, like the display name."""
+    await db.execute(
+        "UPDATE users SET email = $1 WHERE username = 'alice'", "a@x.example\r\nX-Admin: yes"
+    )
+    client = await gateway()
+    result = await sign_in(client)
+    facts = await echo(client, "/hello", result.token)
+    assert exact(facts, "X-Remote-Email") == ["a@x.example  X-Admin: yes"]
+    assert arrived(facts, "X-Admin") == []
+
+
 async def test_custom_identity_header_names(gateway, alice):
     names = {
         "user": "X-Auth-Request-User",
