@@ -40,26 +40,33 @@ SPOOFS = [
     ("X-Remote-Name", "Mallory"),
 ]
 
+
 # What a client may claim about where a request came from or what it was
-# before rewriting (headers.ROUTING): no app may hear it from anyone but a
-# trusted proxy. Spellings with '_' as app servers read them too.
+# before rewriting (header_names.ROUTING): no app may hear it from anyone but
+# a trusted proxy. Every name of ROUTING, with a value that would mislead,
+# plus spellings with '_' as app servers read them too.
+def _lie(name: str) -> str:
+    """A value for a routing claim that would mislead an app that believed it."""
+    last = name.rsplit("-", 1)[-1]
+    if name == "forwarded":
+        return "for=10.0.0.1;host=internal.example;proto=https"
+    if last in ("ip", "for"):
+        return "10.0.0.1"
+    if last in ("url", "uri", "prefix"):
+        return "/admin/x"
+    if last == "method":
+        return "DELETE"
+    if last == "port":
+        return "8443"
+    if last in ("scheme", "proto", "protocol", "ssl", "https"):
+        return "on-https"
+    return "internal.example"
+
+
 ROUTING_SPOOFS = [
-    ("X-Original-URL", "/admin/x"),
-    ("X-Rewrite-URL", "/admin/x"),
-    ("X-Original-URI", "/admin/x"),
-    ("X-Forwarded-Uri", "/admin/x"),
-    ("X-Forwarded-Prefix", "/admin"),
-    ("X-Forwarded-Port", "8443"),
-    ("X-Forwarded-Server", "internal.example"),
-    ("X-Forwarded-Method", "DELETE"),
-    ("X-Original-Method", "DELETE"),
-    ("X-Real-IP", "10.0.0.1"),
-    ("True-Client-IP", "10.0.0.1"),
-    ("X-Client-IP", "10.0.0.1"),
-    ("Forwarded", "for=10.0.0.1;host=internal.example;proto=https"),
-    ("X_Original_URL", "/admin/x"),
-    ("X_Real_IP", "10.0.0.1"),
+    ("-".join(w.capitalize() for w in n.split("-")), _lie(n)) for n in sorted(ROUTING)
 ]
+ROUTING_SPOOFS += [("X_Original_URL", "/admin/x"), ("X_Real_IP", "10.0.0.1")]
 ROUTING_NAMES = frozenset(n.lower().replace("_", "-") for n, _ in ROUTING_SPOOFS)
 _ROUTING_LIES = {(n.lower().replace("_", "-"), v) for n, v in ROUTING_SPOOFS}
 
@@ -354,9 +361,18 @@ async def caddy_in_front(
 
 
 # Headers Traefik itself replaces when a client sends them (its entry point
-# drops untrusted X-Forwarded-* and sets X-Real-Ip): their own spelling must
-# stay, or Traefik's true values would go too.
-TRAEFIK_OWNS = frozenset({"x-real-ip"}) | {n for n in ROUTING if n.startswith("x-forwarded-")}
+# drops these X-Forwarded-* from untrusted clients and sets X-Real-Ip): their
+# own spelling must stay, or Traefik's true values would go too.
+TRAEFIK_OWNS = frozenset(
+    {
+        "x-real-ip",
+        "x-forwarded-uri",
+        "x-forwarded-prefix",
+        "x-forwarded-port",
+        "x-forwarded-server",
+        "x-forwarded-method",
+    }
+)  # (not -scheme, -ssl, -protocol: Traefik passes a client's on)
 _WORD_CASE = {"ip": "IP", "url": "URL", "uri": "URI", "ssl": "SSL"}
 
 

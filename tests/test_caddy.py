@@ -9,6 +9,7 @@ outside it. Skipped with a hint when caddy is not installed; required in CI.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 from conftest import PASSWORD, free_port
 from front_proxy import (
     DENIED_SPELLINGS,
+    EXAMPLES,
     ROUTING_SPOOFS,
     SPOOFS,
     Stack,
@@ -32,6 +34,8 @@ from front_proxy import (
 )
 from upstreams import raw_request
 from yarl import URL
+
+from gateway.header_names import ROUTING
 
 require("caddy", caddy_binary(), "`apt-get install caddy` to run the Caddy tests")
 
@@ -249,3 +253,10 @@ async def test_websocket_through_caddy(stack, alice):
             await ws_client.ws_connect(f"{stack.base}/live")
         # The Caddyfile's handle_response sends the anonymous upgrade to the sign-in page.
         assert refused.value.request_info.url.path == "/_gateway/login"
+
+
+def test_the_example_clears_every_routing_claim():
+    """header_names.ROUTING is the list; the shipped config must clear all of it."""
+    text = (EXAMPLES / "caddy/Caddyfile").read_text()
+    cleared = {n.lower() for n in re.findall(r"request_header -(\S+)", text)}
+    assert cleared >= ROUTING, sorted(ROUTING - cleared)

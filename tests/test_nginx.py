@@ -16,6 +16,7 @@ import pytest
 from conftest import create_user, free_port
 from front_proxy import (
     DENIED_SPELLINGS,
+    EXAMPLES,
     ROUTING_SPOOFS,
     SPOOFS,
     Stack,
@@ -28,6 +29,8 @@ from front_proxy import (
     session_cookie,
 )
 from upstreams import raw_request
+
+from gateway.header_names import ROUTING
 
 require("nginx", nginx_binary(), "`apt-get install nginx` to run the nginx tests")
 
@@ -223,3 +226,10 @@ async def test_routing_claims_never_reach_the_app(stack, alice):
         assert response.status == 200, (path, response.text)
         lies = routing_lies_seen(response.json()["headers"])
         assert lies == [], (path, lies)
+
+
+def test_the_example_clears_every_routing_claim():
+    """header_names.ROUTING is the list; the shipped config must clear all of it."""
+    text = (EXAMPLES / "nginx/gateway.conf").read_text()
+    cleared = {n.lower() for n in re.findall(r'proxy_set_header (\S+)\s+"";', text)}
+    assert cleared >= ROUTING, sorted(ROUTING - cleared)
