@@ -2,8 +2,13 @@
 
 - A connection must send its first request head within `server.head_timeout`
   (aiohttp would wait for its keep-alive timeout, 75 s, for a slow-header
-  client), and one IP may hold only `server.max_pending_per_ip` connections
-  still owing one; trusted proxies are exempt from the count, not the timeout.
+  client), and, from a peer that is not a trusted proxy, every later head
+  too: such a connection idles between requests for at most that long (and
+  a second). One
+  IP may hold only `server.max_pending_per_ip` connections that have owed a
+  head for over a second; a burst of new ones (an office behind one address,
+  a backlog accepted at once after a busy moment) is not refused for it.
+  Trusted proxies are exempt from the count and keep the long keep-alive.
 - A request the HTTP parser refuses (400 before any handler runs) is one INFO
   line (peer, reason), rate-limited, and a count, instead of a traceback at
   ERROR for every fuzzer packet.
@@ -39,6 +44,9 @@ log = logging.getLogger(__name__)
 # close after this, as with web.run_app: longer than a front proxy's own
 # upstream keep-alive, so it never sends on a connection we are closing.
 KEEPALIVE_SECONDS = 75.0
+# A connection owing its head for less than this is not counted against its IP:
+# its bytes may simply be waiting in the buffer behind a busy event loop.
+PENDING_GRACE_SECONDS = 1.0
 SHUTDOWN_SECONDS = 10.0
 # At most this many parser-refusal lines per second per process; the rest are counted.
 BAD_REQUEST_LINES_PER_SECOND = 10
@@ -50,6 +58,10 @@ def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # As asyncio does: "[::]" is IPv6 only, so an IPv4 peer never shows up
+            # as ::ffff:a.b.c.d, which trusted_proxies would not recognise.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
@@ -87,28 +99,41 @@ class ConnectionRules:
     """One worker's limits, and what they are tracking: connections owing a head, per IP."""
 
     def __init__(
-        self, head_timeout: float, max_pending_per_ip: int, trusted: Callable[[str], bool]
+        self,
+        head_timeout: float,
+        max_pending_per_ip: int,
+        trusted: Callable[[str], bool],
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.head_timeout = head_timeout
         self.max_pending_per_ip = max_pending_per_ip
         self.trusted = trusted
-        self.pending: dict[str, int] = {}
+        self.monotonic = monotonic
+        # ip -> {connection: since}, oldest first (dicts keep insertion order).
+        self.pending: dict[str, dict[object, float]] = {}
         self.bad_request_lines = _Sampler(BAD_REQUEST_LINES_PER_SECOND)
 
-    def take(self, ip: str) -> bool:
-        """Count a new connection from `ip` as owing a head; False when it may not."""
-        held = self.pending.get(ip, 0)
-        if held >= self.max_pending_per_ip:
-            return False
-        self.pending[ip] = held + 1
+    def take(self, ip: str, connection: object) -> bool:
+        """Count a new connection from `ip` as owing a head; False when it may not:
+        the IP already holds the most that have owed one for over the grace."""
+        held = self.pending.setdefault(ip, {})
+        now = self.monotonic()
+        overdue_before = now - PENDING_GRACE_SECONDS
+        # Oldest first: the overdue ones are a prefix, and only up to the cap matters.
+        for count, since in enumerate(held.values(), start=1):
+            if since > overdue_before:
+                break
+            if count >= self.max_pending_per_ip:
+                return False
+        held[connection] = now
         return True
 
-    def release(self, ip: str) -> None:
-        held = self.pending.get(ip, 0) - 1
-        if held > 0:
-            self.pending[ip] = held
-        else:
-            self.pending.pop(ip, None)
+    def release(self, ip: str, connection: object) -> None:
+        held = self.pending.get(ip)
+        if held is not None:
+            held.pop(connection, None)
+            if not held:
+                del self.pending[ip]
 
 
 class GatewayRequestHandler(RequestHandler):
@@ -123,12 +148,19 @@ class GatewayRequestHandler(RequestHandler):
     _pending_ip: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
         rules: ConnectionRules = self._manager.rules  # type: ignore[union-attr]
         peer = transport.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) else ""
-        if not rules.trusted(ip):
-            if not rules.take(ip):
+        trusted = rules.trusted(ip)
+        if not trusted:
+            # Later heads (and idling between requests) get the same bound as the
+            # first, through aiohttp's keep-alive timer. A second later than ours,
+            # so the first head's overdue close is ours, and counted. Set before
+            # aiohttp's connection_made, which starts serving.
+            self._keepalive_timeout = min(self._keepalive_timeout, rules.head_timeout + 1)
+        super().connection_made(transport)
+        if not trusted:
+            if not rules.take(ip, self):
                 CONNECTIONS_DROPPED.inc("too_many_pending")
                 self.force_close()
                 return
@@ -151,7 +183,7 @@ class GatewayRequestHandler(RequestHandler):
             self._head_timer.cancel()
             self._head_timer = None
         if self._pending_ip is not None:
-            self._manager.rules.release(self._pending_ip)  # type: ignore[union-attr]
+            self._manager.rules.release(self._pending_ip, self)  # type: ignore[union-attr]
             self._pending_ip = None
 
     def _head_overdue(self) -> None:
@@ -168,7 +200,11 @@ class GatewayRequestHandler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        if not isinstance(exc, HttpProcessingError):
+        if not (
+            isinstance(exc, HttpProcessingError)
+            and status == 400
+            and request.writer.output_size == 0
+        ):
             return super().handle_error(request, status, exc, message)
         # Anyone can send garbage: one line, sampled, and a count. aiohttp's own
         # handling logs a traceback for each (at ERROR, or DEBUG for a bad method).

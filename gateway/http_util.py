@@ -27,6 +27,8 @@ def is_trusted(ip: str, trusted: tuple[IPNetwork, ...]) -> bool:
         addr = ipaddress.ip_address(ip)
     except ValueError:
         return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1, however it was accepted
     return any(addr in net for net in trusted)
 
 

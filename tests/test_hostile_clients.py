@@ -8,15 +8,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
+import resource
 import socket
 import struct
+import time
 
 import aiohttp
 import pytest
 from conftest import metric, scrape, sign_in
-from upstreams import echo_subprocess
+from upstreams import echo_subprocess, recorder
 
+from gateway.connections import PENDING_GRACE_SECONDS
 from gateway.proxy import WEBSOCKET_SLOTS
 
 RULES = [{"path": "/public/", "policy": "public"}, {"path": "/admin/", "policy": "deny"}]
@@ -164,25 +168,33 @@ async def public(gateway):
     return await gateway(rule=[{"path": "/", "policy": "public"}])
 
 
-async def test_a_client_that_hangs_up_mid_upload_is_not_the_apps_fault(public, caplog):
-    before = await aborts(public, "upload")
-    with caplog.at_level(logging.INFO):
-        _, writer = await asyncio.open_connection("127.0.0.1", public.port)
-        writer.write(
-            b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
-            b"Content-Type: application/octet-stream\r\n\r\n" + b"x" * 1000
+async def test_a_client_that_hangs_up_mid_upload_is_not_the_apps_fault(gateway, caplog):
+    async with recorder("app") as app:
+        client = await gateway(
+            upstream=[{"name": "app", "url": app.url}], rule=[{"path": "/", "policy": "public"}]
         )
-        await writer.drain()
-        await asyncio.sleep(0.3)  # the head and the first bytes are on their way upstream
-        await reset(writer)
+        before = await aborts(client, "upload")
+        with caplog.at_level(logging.INFO):
+            _, writer = await asyncio.open_connection("127.0.0.1", client.port)
+            writer.write(
+                b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
+                b"Content-Type: application/octet-stream\r\n\r\n" + b"x" * 1000
+            )
+            await writer.drain()
 
-        async def counted() -> bool:
-            return await aborts(public, "upload") == before + 1
+            async def upstream_has_it() -> bool:
+                return bool(app.seen)
 
-        await until(counted)
-        await asyncio.sleep(0.2)  # anything it would still log, it has logged
+            await until(upstream_has_it)  # the upload is under way, upstream too
+            await reset(writer)
+
+            async def counted() -> bool:
+                return await aborts(client, "upload") == before + 1
+
+            await until(counted)
+            await asyncio.sleep(0.2)  # anything it would still log, it has logged
     assert gateway_lines(caplog) == [
-        "INFO client 127.0.0.1 left during the upload (POST /upload, upstream echo)"
+        "INFO client 127.0.0.1 left during the upload (POST /upload, upstream app)"
     ]
     assert [r for r in caplog.records if r.exc_info] == []
 
@@ -256,16 +268,18 @@ async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
 
 
 async def test_slow_heads_are_cut_and_one_client_cannot_hold_many(gateway, alice):
-    client = await gateway(server={"head_timeout": "2s", "max_pending_per_ip": 20})
+    client = await gateway(server={"head_timeout": "4s", "max_pending_per_ip": 20})
     token = (await sign_in(client)).token
     text = await scrape(client)
     refused_before = metric(text, "gateway_connections_dropped_total", reason="too_many_pending")
     timed_out_before = metric(text, "gateway_connections_dropped_total", reason="head_timeout")
 
-    # 500 from one client (127.0.0.2: not a trusted proxy, unlike the test's 127.0.0.1).
-    slow = [await open_slow("127.0.0.2", client.port) for _ in range(500)]
-    refused = await asyncio.gather(*(closed_within(r, 0.5) for r, _ in slow))
-    assert refused.count(True) == 480  # all beyond the first 20, at once
+    # One client (127.0.0.2: not a trusted proxy, unlike the test's 127.0.0.1)
+    # holds 20 slow heads past the grace, then tries 480 more.
+    held = [await open_slow("127.0.0.2", client.port) for _ in range(20)]
+    await asyncio.sleep(PENDING_GRACE_SECONDS + 0.2)
+    more = [await open_slow("127.0.0.2", client.port) for _ in range(480)]
+    assert await asyncio.gather(*(closed_within(r, 0.5) for r, _ in more)) == [True] * 480
 
     # Meanwhile a signed-in person is served as usual.
     for _ in range(10):
@@ -274,9 +288,9 @@ async def test_slow_heads_are_cut_and_one_client_cannot_hold_many(gateway, alice
         )
         assert response.status == 200
 
-    held = [r for (r, _), was_refused in zip(slow, refused, strict=True) if not was_refused]
-    assert await asyncio.gather(*(closed_within(r, 3) for r in held)) == [True] * 20
-    for _, writer in slow:
+    # The 20 are cut when their head_timeout runs out.
+    assert await asyncio.gather(*(closed_within(r, 5) for r, _ in held)) == [True] * 20
+    for _, writer in held + more:
         writer.close()
 
     text = await scrape(client)
@@ -288,6 +302,61 @@ async def test_slow_heads_are_cut_and_one_client_cannot_hold_many(gateway, alice
         client.port, b"GET /_gateway/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
     assert statuses(fresh) == [200]
+
+
+async def test_a_burst_of_new_connections_from_one_address_is_not_refused(gateway):
+    """An office behind one address, or a backlog accepted at once after a busy
+    moment: many connections owe a head for an instant. Only overdue ones count."""
+    client = await gateway(server={"max_pending_per_ip": 2})
+
+    async def one() -> bytes:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", client.port, local_addr=("127.0.0.2", 0)
+        )
+        writer.write(b"GET /_gateway/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        try:
+            return await asyncio.wait_for(reader.read(), 10)
+        finally:
+            writer.close()
+
+    answers = await asyncio.gather(*(one() for _ in range(30)))
+    assert [statuses(a) for a in answers] == [[200]] * 30
+
+
+async def test_a_head_that_arrives_frees_its_place(gateway):
+    client = await gateway(server={"head_timeout": "10s", "max_pending_per_ip": 2})
+    first = [await open_slow("127.0.0.2", client.port) for _ in range(2)]
+    await asyncio.sleep(PENDING_GRACE_SECONDS + 0.2)
+    for _, writer in first:  # both finish their heads: they owe nothing now
+        writer.write(b"1\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+    for reader, _ in first:
+        assert statuses(await asyncio.wait_for(reader.read(), 10)) == [401]
+    third_reader, third = await open_slow("127.0.0.2", client.port)
+    assert not await closed_within(third_reader, 0.5)  # admitted: nothing else is owed
+    third.close()
+    for _, writer in first:
+        writer.close()
+
+
+async def test_later_heads_on_a_kept_alive_connection_get_the_same_bound(gateway):
+    """After one quick request, trickling the next head used to hold the connection
+    for aiohttp's 75 s keep-alive. From a peer that is not a trusted proxy, the
+    bound is head_timeout for every head."""
+    client = await gateway(server={"head_timeout": "2s"})
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", client.port, local_addr=("127.0.0.2", 0)
+    )
+    try:
+        writer.write(b"GET /_gateway/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        await reader.readexactly(3)  # "ok\n"
+        writer.write(b"GET /x HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # and no more
+        await writer.drain()
+        assert await closed_within(reader, 5)  # head_timeout and a second
+    finally:
+        writer.close()
 
 
 async def test_a_complete_head_stops_the_clock(gateway):
@@ -316,13 +385,15 @@ GARBAGE = [
 async def test_garbage_is_one_sampled_info_line_and_a_count_never_a_traceback(gateway, caplog):
     client = await gateway()
     before = metric(await scrape(client), "gateway_bad_requests_total")
+    started = time.monotonic()
     with caplog.at_level(logging.DEBUG):
         answers = [await talk(client.port, GARBAGE[i % len(GARBAGE)]) for i in range(40)]
+    seconds = math.ceil(time.monotonic() - started) + 1  # the second boundaries crossed
     assert all(statuses(a) == [400] for a in answers)
     assert metric(await scrape(client), "gateway_bad_requests_total") - before == 40
     assert [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info] == []
     lines = [r.getMessage() for r in caplog.records if r.name == "gateway.connections"]
-    assert 1 <= len(lines) <= 20  # 10 a second at most: 40 in a burst are 1-2 seconds
+    assert 1 <= len(lines) <= min(40, 10 * seconds)  # 10 a second at most
     assert all(line.startswith("bad request from 127.0.0.1: ") for line in lines)
 
 
@@ -332,6 +403,13 @@ async def test_garbage_is_one_sampled_info_line_and_a_count_never_a_traceback(ga
 async def test_two_thousand_websockets_leave_ordinary_requests_unharmed(gateway, alice):
     """With a pool of 256 per app, 256 open sockets made every other request to
     the app wait and time out. Now each socket has a connection of its own."""
+    # About three descriptors per socket in this process: more than a common
+    # soft limit of 1,024 allows.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 16384 if hard == resource.RLIM_INFINITY else min(hard, 16384)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 8000, "too few file descriptors"
     async with echo_subprocess() as echo_url:
         client = await gateway(upstream=[{"name": "echo", "url": echo_url}])
         token = (await sign_in(client)).token
