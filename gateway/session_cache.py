@@ -10,7 +10,8 @@ that raced an eviction from putting the stale row back.
 
 Up is not enough: a connection that hangs without closing delivers no
 notifications and no error. So the cache serves only while the listener has
-*proven* itself within `session.cache_trust` (a heartbeat every half of it):
+*proven* itself within `session.cache_trust` (a heartbeat every third of it,
+the bound counted from when each was asked):
 a silent hang turns the cache off within that bound, from any point of the
 heartbeat cycle. Notifications sent during a hang that then clears arrive
 before the heartbeat's answer, so nothing revoked meanwhile comes back.
@@ -127,9 +128,10 @@ class SessionCache:
         self.clear()
         self.enabled = True
 
-    def vouch(self, seconds: float) -> None:
-        """The listener just answered: serve from the cache for `seconds` more."""
-        self.trusted_until = self.monotonic() + seconds
+    def vouch(self, seconds: float, since: float | None = None) -> None:
+        """The listener answered a question asked at `since` (default: now): serve
+        from the cache until `seconds` after that."""
+        self.trusted_until = (self.monotonic() if since is None else since) + seconds
 
     def apply(self, payload: str) -> None:
         """One NOTIFY payload from sql/003's triggers."""
@@ -177,14 +179,19 @@ class Invalidator:
                 self.cache.vouch(self.trust_seconds)
                 self.connected.set()
                 backoff = 0.1
-                heartbeat = self.trust_seconds / 2
+                # A third of the bound: an answer that takes up to twice the
+                # interval still arrives before the trust runs out.
+                heartbeat = self.trust_seconds / 3
                 while not lost.is_set():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), heartbeat)
                         break
-                    # A silent hang shows no termination: ask, and vouch only on an answer.
+                    # A silent hang shows no termination: ask, and vouch only on an
+                    # answer, counting from when we asked (everything sent before
+                    # then has arrived: the answer comes after it on the wire).
+                    asked = self.cache.monotonic()
                     await conn.fetchval("SELECT 1", timeout=DB_TIMEOUT)
-                    self.cache.vouch(self.trust_seconds)
+                    self.cache.vouch(self.trust_seconds, since=asked)
             except DB_ERRORS as exc:
                 log.warning("session notifications unavailable (%s); cache bypassed", exc)
             finally:
