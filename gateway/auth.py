@@ -115,13 +115,21 @@ def clear_session_cookie(response: web.StreamResponse, request: web.Request) -> 
 
 
 def clear_stale_cookie(request: web.Request, response: web.StreamResponse, ex: Exchange) -> None:
-    """Before headers go out: a dead session's cookie is removed from the browser.
+    """Before headers go out: a dead session's cookie is removed from the browser,
+    and a planted one (ours twice, or a look-alike) takes the site's cookies with it.
 
     A signal rather than a middleware so it also reaches streamed proxy
     responses, whose headers are sent before a middleware would see them.
     aiohttp has already turned response.cookies into headers by the time the
     signal runs, so the expiring cookie is added as a header.
     """
+    cookies = ex.cookies
+    if cookies is not None and None in cookies[0].values():
+        # Ours twice, or a look-alike beside it: planted, most likely on the
+        # parent domain by a sibling subdomain, where deleting ours cannot reach.
+        # Clear-Site-Data clears every cookie of the site, those included, so the
+        # plant costs the person one sign-in, not every sign-in from now on.
+        response.headers.setdefault("Clear-Site-Data", '"cookies"')
     if not ex.clear_cookie:
         return
     name = ex.app[COOKIE_NAMES].session

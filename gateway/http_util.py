@@ -111,12 +111,7 @@ def split_cookies(header: str, own: frozenset[str]) -> tuple[dict[str, str | Non
         if name in own:
             mine[name] = None if name in mine else value.strip(ASCII_SPACE).strip('"')
             continue
-        if name.isascii():
-            # An ASCII look-alike differs only in case, so has our length: most
-            # names are ruled out without building a string.
-            twin = folded.get(name.lower()) if len(name) in lengths else None
-        else:
-            twin = lookalike(name, own)
+        twin = _twin(name, own, folded, lengths)
         if twin is not None:
             mine[twin] = None
             continue
@@ -139,10 +134,24 @@ def lookalike(name: str, own: frozenset[str]) -> str | None:
     return twin if twin != name else None
 
 
+def _twin(
+    name: str, own: frozenset[str], folded: dict[str, str], lengths: frozenset[int]
+) -> str | None:
+    """`lookalike` for a name that is not exactly ours, with a cheap way out for
+    the common ASCII name: a look-alike of that kind differs from ours only in
+    case (so has our length) or by surrounding white space."""
+    if name.isascii():
+        if len(name) in lengths:
+            return folded.get(name.lower())
+        if name == name.strip():
+            return None
+    return lookalike(name, own)
+
+
 def is_own_cookie(name: str, own: frozenset[str]) -> bool:
     """Is a cookie called this one of ours, or a look-alike of one (names as sent)?"""
     name = name.strip(ASCII_SPACE)
-    return name in own or lookalike(name, own) is not None
+    return name in own or _twin(name, own, *_folded(own)) is not None
 
 
 def _folded(own: frozenset[str]) -> tuple[dict[str, str], frozenset[int]]:

@@ -207,3 +207,23 @@ async def test_signing_in_as_someone_else_replaces_the_session(site, page, alice
     await sign_in(page, "bob")
     assert "The gateway says you are bob." in await page.locator("main").inner_text()
     assert (await session_cookie(page.context))["value"] != first
+
+
+async def test_a_planted_lookalike_costs_one_sign_in_not_every_one(site, page, alice):
+    """A look-alike of our cookie (as a sibling subdomain can plant on the parent
+    domain) makes the browser anonymous; Clear-Site-Data then clears it, so the
+    person signs in once more and is done, instead of being refused for good."""
+    s = await site()
+    await page.goto(f"{s.url}/_gateway/login")
+    await sign_in(page)
+    await page.context.add_cookies([{"name": "GATEWAY_SESSION", "value": "planted", "url": s.url}])
+    answer = await page.goto(f"{s.url}/notes")
+    assert page.url.startswith(f"{s.url}/_gateway/login?rd=")  # anonymous: no planted session
+    first = answer.request.redirected_from  # the request for /notes, cookies and all
+    assert "GATEWAY_SESSION=planted" in (await first.all_headers())["cookie"]
+    assert "cookie" not in await answer.request.all_headers()  # the site's cookies are gone
+    names = {c["name"] for c in await page.context.cookies()}
+    assert "GATEWAY_SESSION" not in names  # cleared with the site's cookies
+    await sign_in(page)
+    assert page.url == f"{s.url}/notes"
+    assert "The gateway says you are alice." in await page.locator("main").inner_text()
