@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from conftest import PASSWORD, in_ci
-from upstreams import stop_process
+from upstreams import raw_request, stop_process
 from yarl import URL
 
 from gateway.config import IdentityHeaders
@@ -79,6 +79,22 @@ def routing_seen(seen: list[list[str]]) -> dict[str, list[str]]:
         if canonical in ROUTING_NAMES:
             found.setdefault(canonical, []).append(value)
     return found
+
+
+async def assert_no_routing_lies(port: int, token: str) -> None:
+    """Through the front proxy on `port`, signed in and on a public path: the app
+    receives none of the client's ROUTING_SPOOFS."""
+    for path, cookie in (("/whoami", [("Cookie", f"gateway_session={token}")]), ("/public/x", [])):
+        response = await raw_request(
+            "127.0.0.1",
+            port,
+            "GET",
+            path,
+            [("Accept", "application/json"), *cookie, *ROUTING_SPOOFS],
+        )
+        assert response.status == 200, (path, response.text)
+        lies = routing_lies_seen(response.json()["headers"])
+        assert lies == [], (path, lies)
 
 
 def routing_lies_seen(seen: list[list[str]]) -> list[tuple[str, str]]:
