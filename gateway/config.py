@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .header_names import RESERVED
+from .header_names import identity_name_errors
 
 DEFAULT_CONFIG_FILE = "config.toml"
 
@@ -633,14 +633,8 @@ def build_config(
     )
     if config.secret_key and len(config.secret_key) < 32:
         errors.append("GATEWAY_SECRET_KEY: must be at least 32 characters")
-    # Compared the way the proxy strips spoofed copies: '_' and '.' read as '-'.
-    headers = [
-        h.lower().replace("_", "-").replace(".", "-") for h in config.identity_headers.names()
-    ]
-    if len(set(headers)) != len(headers):
-        r.error("identity_headers", "header names must be distinct")
-    for taken in sorted(set(headers) & RESERVED):
-        r.error("identity_headers", f"{taken} is set by the gateway or by HTTP itself")
+    for problem in identity_name_errors(config.identity_headers.names()):
+        r.error("identity_headers", problem)
     if errors:
         raise ConfigError(errors)
     return config

@@ -70,3 +70,24 @@ ROUTING = frozenset(
 # What an identity header may not be named: it would be dropped, sent twice,
 # or change how the message is framed.
 RESERVED = HOP_BY_HOP | REBUILT | {"host", "content-length", "content-type"}
+
+
+def header_key(name: str) -> str:
+    """How a header name compares for spoofing: case, '_' and '.' folded to '-'.
+
+    nginx drops headers with underscores by default; aiohttp keeps them, and
+    many app frameworks (CGI-style environ, PHP, Django META) treat
+    X_Remote_User as X-Remote-User, so every spelling is removed.
+    """
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def identity_name_errors(names: tuple[str, ...]) -> list[str]:
+    """Why these identity header names cannot be used, compared the way the proxy
+    strips spoofed copies ('_' and '.' read as '-'); empty when they can."""
+    keys = [header_key(n) for n in names]
+    errors = [] if len(set(keys)) == len(keys) else ["header names must be distinct"]
+    errors += [
+        f"{taken} is set by the gateway or by HTTP itself" for taken in sorted(set(keys) & RESERVED)
+    ]
+    return errors

@@ -22,7 +22,7 @@ from .auth import COOKIE_NAMES, current_session, identity_header_values, parsed_
 from .config import Config, Upstream
 from .counters import CLIENT_ABORTS, UPSTREAM_SECONDS
 from .db import DatabaseUnavailable
-from .header_names import HOP_BY_HOP, REBUILT, ROUTING
+from .header_names import HOP_BY_HOP, REBUILT, ROUTING, header_key
 from .http_util import is_own_cookie, peer_ip, peer_trusted, request_id, wants_html
 from .pages import closed, error_page, login_url, not_allowed, try_again, unavailable
 from .paths import BadPath, normalize_path, request_host
@@ -51,16 +51,6 @@ NOTHING: frozenset[str] = frozenset()
 # Memos keyed by client-shaped strings keep keys up to this long only.
 MEMO_KEY_CHARS = 64
 WEBSOCKET_DROP = REQUEST_DROP | WEBSOCKET_HANDSHAKE
-
-
-def header_key(name: str) -> str:
-    """How a header name compares for spoofing: case, '_' and '.' folded to '-'.
-
-    nginx drops headers with underscores by default; aiohttp keeps them, and
-    many app frameworks (CGI-style environ, PHP, Django META) treat
-    X_Remote_User as X-Remote-User, so every spelling is removed.
-    """
-    return name.lower().replace("_", "-").replace(".", "-")
 
 
 class HeaderRules:

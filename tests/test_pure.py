@@ -2,7 +2,7 @@
 
 redirects.safe_redirect, rules.RuleSet, proxy_routes.UpstreamTable, csrf,
 passwords, http_util.split_cookies, paths.normalize_host,
-proxy.header_key and the session token helpers.
+header_names.header_key and the session token helpers.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pytest
 from gateway.config import Rule, Upstream, build_config
 from gateway.csrf import CsrfSigner, origin_of
 from gateway.csrf import check as csrf_check
+from gateway.header_names import header_key
 from gateway.http_util import split_cookies
 from gateway.passwords import (
     MAX_PASSWORD_BYTES,
@@ -24,7 +25,7 @@ from gateway.passwords import (
     check_new_password,
 )
 from gateway.paths import normalize_host
-from gateway.proxy import MEMO_KEY_CHARS, HeaderRules, _Dropper, header_key
+from gateway.proxy import MEMO_KEY_CHARS, HeaderRules, _Dropper
 from gateway.proxy_routes import UpstreamTable
 from gateway.redirects import safe_redirect
 from gateway.rules import Decision, RuleSet
@@ -896,7 +897,7 @@ def test_normalize_host(host, name):
 
 
 # ==========================================================================
-# proxy.header_key
+# header_names.header_key
 
 
 @pytest.mark.parametrize(
