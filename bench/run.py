@@ -404,7 +404,7 @@ async def _create_user(url: str, username: str) -> None:
 
     from gateway import users
     from gateway.db import prepare_database
-    from gateway.passwords import Passwords
+    from gateway.policy.passwords import Passwords
 
     await prepare_database(url, "")  # migrations, once, before any gateway starts
     passwords = Passwords(workers=1)

@@ -16,15 +16,16 @@ from aiohttp import web, web_response
 from . import forward_auth, logs, maintenance, metrics, pages, proxy
 from .auth import COOKIE_NAMES, clear_stale_cookie, cookie_names
 from .config import Config
-from .csrf import CsrfSigner
 from .db import DatabaseUnavailable, create_pool, embedded_postgres, prepare_database
 from .http_util import trusted_peer_check
-from .passwords import Passwords
-from .proxy_routes import UpstreamTable
+from .policy.csrf import CsrfSigner
+from .policy.identity import Clock, utc_now
+from .policy.passwords import Passwords
+from .policy.rules import RuleSet
+from .policy.upstreams import UpstreamTable
 from .resources import favicon_uri, resource_dir
-from .rules import RuleSet
 from .session_cache import Invalidator
-from .sessions import Clock, SessionStore, utc_now
+from .sessions import SessionStore
 from .state import (
     CLOCK,
     CONFIG,

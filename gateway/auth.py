@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from .config import Config, IdentityHeaders
-from .http_util import split_cookies
-from .sessions import Identity, Session
-from .state import CONFIG, SESSIONS, Exchange, exchange
+from .db import DatabaseUnavailable
+from .policy.access import Verdict, needs_lookup, verdict
+from .policy.cookies import split_cookies
+from .policy.identity import Identity, Session
+from .state import CONFIG, RULES, SESSIONS, Exchange, exchange
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ def parsed_cookies(
     """(the gateway's cookies, the Cookie header without them), parsed once per request.
 
     A cookie of ours that came twice or beside a look-alike is there as None
-    (http_util.split_cookies): ambiguous counts as absent."""
+    (policy.cookies): ambiguous counts as absent."""
     ex = ex or exchange(request)
     if ex.cookies is None:
         header = "; ".join(request.headers.getall("Cookie", ()))
@@ -84,6 +86,21 @@ async def current_session(request: web.Request, ex: Exchange | None = None) -> S
         ex.clear_cookie = True
     ex.session, ex.session_known = session, True
     return session
+
+
+async def access(
+    request: web.Request, ex: Exchange, host: str, path: str, method: str
+) -> tuple[Verdict, Session | None]:
+    """The access verdict for a request to host/path by method, and the session
+    (when one was looked up and is live). Asked by the proxy and by /auth."""
+    decision = ex.app[RULES].decide(host, path, method)
+    if not needs_lookup(decision):
+        return verdict(decision, None), None
+    try:
+        session = await current_session(request, ex)
+    except DatabaseUnavailable:
+        return verdict(decision, None, database_up=False), None
+    return verdict(decision, session), session
 
 
 def set_session_cookie(

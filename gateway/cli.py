@@ -23,7 +23,8 @@ import asyncpg
 from . import audit, sessions, users
 from .config import Config, ConfigError, load_config, parse_duration
 from .db import DatabaseUnavailable, database_url, migrate
-from .passwords import PasswordRejected, Passwords
+from .policy.identity import utc_now
+from .policy.passwords import PasswordRejected, Passwords
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -205,7 +206,7 @@ async def cmd_sessions_list(args: argparse.Namespace) -> int:
             if user is None:
                 raise CliError(f"no such user {users.normalize_username(args.user)!r}")
             username = user.username
-        found = await sessions.list_sessions(conn, username, sessions.utc_now())
+        found = await sessions.list_sessions(conn, username, utc_now())
     rows = [("ID", "USER", "CREATED", "LAST SEEN", "EXPIRES", "IP", "BROWSER")] + [
         (
             str(s.id),
@@ -248,7 +249,7 @@ async def cmd_sessions_revoke(args: argparse.Namespace) -> int:
 
 async def cmd_audit(args: argparse.Namespace) -> int:
     try:
-        since = sessions.utc_now() - timedelta(seconds=parse_duration(args.since))
+        since = utc_now() - timedelta(seconds=parse_duration(args.since))
     except ValueError:
         raise CliError(
             f"--since: expected a duration such as '1h' or '7d', got {args.since!r}", EXIT_USAGE

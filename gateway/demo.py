@@ -29,7 +29,7 @@ from .connections import GatewayRunner
 from .db import database_url, migrate
 from .echo import create_echo_app
 from .logs import AccessLogger, access_logger
-from .passwords import Passwords
+from .policy.passwords import Passwords
 
 DEMO_USER = "demo"
 

@@ -16,12 +16,11 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .auth import current_session, identity_header_values
-from .db import DatabaseUnavailable
+from .auth import access, identity_header_values
 from .http_util import peer_trusted
-from .paths import BadPath, normalize_host, normalize_path
-from .rules import DENY, PUBLIC
-from .state import CONFIG, RULES, exchange
+from .policy.access import Verdict
+from .policy.paths import BadPath, normalize_host, normalize_path
+from .state import CONFIG, exchange
 
 METHODS = frozenset(
     {
@@ -157,6 +156,14 @@ def _status(status: int, reason: str) -> web.Response:
     )
 
 
+_STATUS = {
+    Verdict.CLOSED: 403,
+    Verdict.UNAVAILABLE: 503,
+    Verdict.UNAUTHENTICATED: 401,
+    Verdict.FORBIDDEN: 403,
+}
+
+
 async def handle_auth(request: web.Request) -> web.Response:
     ex = exchange(request)
     ex.gateway_page = False  # headers for nginx, not a page: no browser hardening
@@ -169,21 +176,11 @@ async def handle_auth(request: web.Request) -> web.Response:
         original = original_request(request.headers)
     except Unparseable as exc:
         return _status(400, f"bad-original-request: {exc}")
-    decision = app[RULES].decide(original.host, original.path, original.method)
-    if decision.policy == DENY:
-        return _status(403, "denied")
-    try:
-        session = await current_session(request, ex)
-    except DatabaseUnavailable:
-        if decision.policy == PUBLIC:
-            return _status(200, "public")
-        return _status(503, "database-unavailable")
+    outcome, session = await access(request, ex, original.host, original.path, original.method)
+    if outcome is not Verdict.PASS:
+        return _status(_STATUS[outcome], outcome.value)
     if session is None:
-        if decision.policy == PUBLIC:
-            return _status(200, "public")
-        return _status(401, "unauthenticated")
-    if decision.policy != PUBLIC and not decision.allows(session.identity.groups):
-        return _status(403, "forbidden")
+        return _status(200, "public")
     response = _status(200, "ok")
     headers = response.headers
     for name, value in identity_header_values(session.identity, app[CONFIG].identity_headers):

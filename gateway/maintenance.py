@@ -18,7 +18,7 @@ from aiohttp import web
 
 from .config import Config
 from .db import DB_ERRORS, rows_affected
-from .sessions import Clock
+from .policy.identity import Clock
 from .state import CLOCK, CONFIG, POOL
 
 log = logging.getLogger(__name__)

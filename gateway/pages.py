@@ -21,13 +21,13 @@ from .auth import (
     set_session_cookie,
 )
 from .counters import CSRF_REFUSED, LOGINS
-from .csrf import FIELD as CSRF_FIELD
-from .csrf import CsrfSigner, origin_of
-from .csrf import check as csrf_check
 from .db import DB_ERRORS, DatabaseUnavailable, connection
 from .http_util import client_ip
-from .redirects import safe_redirect
-from .sessions import Identity
+from .policy.csrf import FIELD as CSRF_FIELD
+from .policy.csrf import CsrfSigner, origin_of
+from .policy.csrf import check as csrf_check
+from .policy.identity import Identity
+from .policy.redirects import safe_redirect
 from .state import CONFIG, CSRF, PASSWORDS, POOL, SESSIONS, THROTTLE, Exchange, exchange
 
 log = logging.getLogger(__name__)

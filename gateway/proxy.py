@@ -18,17 +18,17 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from .auth import COOKIE_NAMES, current_session, identity_header_values, parsed_cookies
+from .auth import COOKIE_NAMES, access, identity_header_values, parsed_cookies
 from .config import Config, Upstream
 from .counters import CLIENT_ABORTS, UPSTREAM_SECONDS
-from .db import DatabaseUnavailable
 from .header_names import HOP_BY_HOP, REBUILT, ROUTING, header_key
-from .http_util import is_own_cookie, peer_ip, peer_trusted, request_id, wants_html
+from .http_util import peer_ip, peer_trusted, request_id, wants_html
 from .pages import closed, error_page, login_url, not_allowed, try_again, unavailable
-from .paths import BadPath, normalize_path, request_host
-from .rules import DENY, PUBLIC
-from .sessions import Session
-from .state import HTTP, RULES, UPSTREAMS, Exchange, exchange
+from .policy.access import Verdict
+from .policy.cookies import is_own_cookie
+from .policy.identity import Session
+from .policy.paths import BadPath, normalize_path, request_host
+from .state import HTTP, UPSTREAMS, Exchange, exchange
 
 log = logging.getLogger(__name__)
 
@@ -290,23 +290,23 @@ async def handle(request: web.Request) -> web.StreamResponse:
             request, 404, "Not found", "No application is configured here.", code="not_found"
         )
     ex.upstream_name = upstream.name
-    decision = app[RULES].decide(host, path, request.method)
-    if decision.policy == DENY:
-        return closed(request)
-    try:
-        session = await current_session(request, ex)
-    except DatabaseUnavailable:
-        if decision.policy != PUBLIC:
-            return unavailable(request)
-        session = None  # public routes keep working, just without an identity
-    if decision.policy != PUBLIC:
-        if session is None:
-            return _unauthenticated(request)
-        if not decision.allows(session.identity.groups):
-            return not_allowed(request, session.identity)
+    outcome, session = await access(request, ex, host, path, request.method)
+    if outcome is not Verdict.PASS:
+        return _refusal(request, outcome, session)
     if is_websocket(request):
         return await _relay_websocket(request, ex, upstream, session, origin)
     return await _forward(request, ex, upstream, session, origin)
+
+
+def _refusal(request: web.Request, outcome: Verdict, session: Session | None) -> web.Response:
+    if outcome is Verdict.CLOSED:
+        return closed(request)
+    if outcome is Verdict.UNAVAILABLE:
+        return unavailable(request)
+    if outcome is Verdict.UNAUTHENTICATED:
+        return _unauthenticated(request)
+    assert session is not None  # FORBIDDEN: signed in, outside the groups
+    return not_allowed(request, session.identity)
 
 
 def _unauthenticated(request: web.Request) -> web.Response:

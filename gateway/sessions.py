@@ -12,18 +12,16 @@ import hashlib
 import re
 import secrets
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 
 from .config import SessionConfig
 from .counters import SESSION_CACHE
 from .db import DatabaseUnavailable, connection, rows_affected
+from .policy.identity import Clock, Identity, Session, utc_now
 from .session_cache import Entry, SessionCache
-
-Clock = Callable[[], datetime]
 
 # last_seen is written at most this often per session, so a busy session does
 # not turn every proxied request into a database write. Idle expiry is
@@ -59,10 +57,6 @@ WHERE ($1::text IS NULL OR u.username = $1) AND s.expires_at > $2
 ORDER BY s.created_at"""
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def new_token() -> str:
     return secrets.token_urlsafe(32)
 
@@ -73,26 +67,6 @@ def hash_token(token: str) -> bytes:
 
 def is_token(value: str) -> bool:
     return bool(_TOKEN.fullmatch(value))
-
-
-@dataclass(frozen=True)
-class Identity:
-    user_id: int
-    username: str
-    email: str
-    name: str
-    groups: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Session:
-    id: uuid.UUID
-    token_hash: bytes
-    identity: Identity
-    created_at: datetime
-    last_seen: datetime
-    expires_at: datetime
-    remember: bool
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,13 @@ import asyncpg
 from aiohttp import web
 
 from .config import Config
-from .csrf import CsrfSigner
-from .passwords import Passwords
-from .proxy_routes import UpstreamTable
-from .rules import RuleSet
+from .policy.csrf import CsrfSigner
+from .policy.identity import Clock, Session
+from .policy.passwords import Passwords
+from .policy.rules import RuleSet
+from .policy.upstreams import UpstreamTable
 from .session_cache import Invalidator
-from .sessions import Clock, Session, SessionStore
+from .sessions import SessionStore
 from .throttle import Throttle
 
 CONFIG = web.AppKey("config", Config)

@@ -15,7 +15,7 @@ from datetime import timedelta
 import asyncpg
 
 from .config import LoginConfig
-from .sessions import Clock
+from .policy.identity import Clock
 
 MAX_KEY_CHARS = 256
 

@@ -34,7 +34,7 @@ from gateway.config import Config, build_config
 from gateway.connections import GatewayRunner
 from gateway.db import embedded_postgres, migrate
 from gateway.echo import create_echo_app
-from gateway.passwords import Passwords
+from gateway.policy.passwords import Passwords
 
 PASSWORD = "correct horse battery staple"
 

@@ -19,7 +19,7 @@ import pytest
 from conftest import create_user
 from upstreams import raw_request, raw_upstream, recorder
 
-from gateway.sessions import Identity
+from gateway.policy.identity import Identity
 from gateway.state import CSRF, SESSIONS
 from gateway.users import get_user
 

@@ -44,7 +44,8 @@ from upstreams import Recorder, recorder
 from gateway.app import create_app
 from gateway.config import Config, build_config
 from gateway.db import migrate
-from gateway.sessions import Identity, SessionStore
+from gateway.policy.identity import Identity
+from gateway.sessions import SessionStore
 
 COOKIE = "gateway_session"
 CSRF_COOKIE = "gateway_session_csrf"

@@ -14,7 +14,7 @@ from multidict import CIMultiDict
 from gateway.config import Rule
 from gateway.forward_auth import OriginalRequest, Unparseable, original_request
 from gateway.pages import rd_from_query
-from gateway.paths import (
+from gateway.policy.paths import (
     BadPath,
     _request_host,
     normalize_host,
@@ -22,7 +22,7 @@ from gateway.paths import (
     request_host,
     valid_host,
 )
-from gateway.rules import AUTHENTICATED, DENY, PUBLIC, RuleSet
+from gateway.policy.rules import AUTHENTICATED, DENY, PUBLIC, RuleSet
 
 # --- normalize_path ---------------------------------------------------------
 

@@ -14,9 +14,9 @@ from urllib.parse import unquote
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.http_util import ASCII_SPACE, lookalike, split_cookies
-from gateway.paths import BadPath, normalize_path
-from gateway.redirects import safe_redirect
+from gateway.policy.cookies import ASCII_SPACE, lookalike, split_cookies
+from gateway.policy.paths import BadPath, normalize_path
+from gateway.policy.redirects import safe_redirect
 
 settings.register_profile(
     "gateway", derandomize=True, max_examples=400, suppress_health_check=[HealthCheck.too_slow]

@@ -1,7 +1,7 @@
 """The pure modules as plain functions: no aiohttp server, no database.
 
 redirects.safe_redirect, rules.RuleSet, proxy_routes.UpstreamTable, csrf,
-passwords, http_util.split_cookies, paths.normalize_host,
+passwords, cookies.split_cookies, paths.normalize_host,
 header_names.header_key and the session token helpers.
 """
 
@@ -14,21 +14,21 @@ import argon2
 import pytest
 
 from gateway.config import Rule, Upstream, build_config
-from gateway.csrf import CsrfSigner, origin_of
-from gateway.csrf import check as csrf_check
 from gateway.header_names import header_key
-from gateway.http_util import split_cookies
-from gateway.passwords import (
+from gateway.policy.cookies import split_cookies
+from gateway.policy.csrf import CsrfSigner, origin_of
+from gateway.policy.csrf import check as csrf_check
+from gateway.policy.passwords import (
     MAX_PASSWORD_BYTES,
     PasswordRejected,
     Passwords,
     check_new_password,
 )
-from gateway.paths import normalize_host
+from gateway.policy.paths import normalize_host
+from gateway.policy.redirects import safe_redirect
+from gateway.policy.rules import Decision, RuleSet
+from gateway.policy.upstreams import UpstreamTable
 from gateway.proxy import MEMO_KEY_CHARS, HeaderRules, _Dropper
-from gateway.proxy_routes import UpstreamTable
-from gateway.redirects import safe_redirect
-from gateway.rules import Decision, RuleSet
 from gateway.sessions import hash_token, is_token, new_token
 
 # ==========================================================================
@@ -788,7 +788,7 @@ def test_no_rehash_on_failed_verify(passwords):
 
 
 # ==========================================================================
-# http_util.split_cookies / paths.normalize_host
+# cookies.split_cookies / paths.normalize_host
 
 OURS = frozenset({"gateway_session", "gateway_csrf"})
 

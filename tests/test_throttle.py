@@ -21,7 +21,7 @@ from conftest import PASSWORD, create_user, csrf_token, sign_in
 from multidict import CIMultiDict
 
 from gateway.pages import BAD_CREDENTIALS, THROTTLED
-from gateway.passwords import Passwords
+from gateway.policy.passwords import Passwords
 
 LOGIN = "/_gateway/login"
 SESSION_COOKIE = "gateway_session"

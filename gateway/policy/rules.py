@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .config import Rule
+from ..config import Rule
 
 PUBLIC = "public"
 AUTHENTICATED = "authenticated"

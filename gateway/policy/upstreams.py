@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .config import Upstream
+from ..config import Upstream
 
 
 class UpstreamTable:
