@@ -402,9 +402,9 @@ def start_nginx(
 async def _create_user(url: str, username: str) -> None:
     import asyncpg
 
-    from gateway import users
-    from gateway.db import prepare_database
     from gateway.policy.passwords import Passwords
+    from gateway.store import users
+    from gateway.store.db import prepare_database
 
     await prepare_database(url, "")  # migrations, once, before any gateway starts
     passwords = Passwords(workers=1)
@@ -429,7 +429,7 @@ async def _create_user(url: str, username: str) -> None:
 async def _delete_user(url: str, username: str) -> None:
     import asyncpg
 
-    from gateway import users
+    from gateway.store import users
 
     conn = await asyncpg.connect(url, timeout=10)
     try:
@@ -994,7 +994,7 @@ def database(work: Path) -> Iterator[tuple[str, bool]]:
     if url:
         yield url, True
         return
-    from gateway.db import embedded_postgres
+    from gateway.store.db import embedded_postgres
 
     log("starting embedded PostgreSQL")
     with embedded_postgres(work / "db") as embedded_url:

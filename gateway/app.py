@@ -13,10 +13,9 @@ import asyncpg
 import jinja2
 from aiohttp import web, web_response
 
-from . import forward_auth, logs, maintenance, metrics, pages, proxy
+from . import forward_auth, logs, metrics, pages, proxy
 from .auth import COOKIE_NAMES, clear_stale_cookie, cookie_names
 from .config import Config
-from .db import DatabaseUnavailable, create_pool, embedded_postgres, prepare_database
 from .http_util import trusted_peer_check
 from .policy.csrf import CsrfSigner
 from .policy.identity import Clock, utc_now
@@ -24,8 +23,6 @@ from .policy.passwords import Passwords
 from .policy.rules import RuleSet
 from .policy.upstreams import UpstreamTable
 from .resources import favicon_uri, resource_dir
-from .session_cache import Invalidator
-from .sessions import SessionStore
 from .state import (
     CLOCK,
     CONFIG,
@@ -42,11 +39,14 @@ from .state import (
     UPSTREAMS,
     exchange,
 )
-from .throttle import Throttle
+from .store import retention
+from .store.db import DatabaseUnavailable, create_pool, embedded_postgres, prepare_database
+from .store.session_cache import Invalidator
+from .store.sessions import SessionStore
+from .store.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
-TOUCH_FLUSH_SECONDS = 10.0
 POOL_CLOSE_SECONDS = 5.0
 
 # aiohttp puts "Python/3.x aiohttp/3.y.z" in every answer's Server header,
@@ -98,13 +98,10 @@ async def _session_cache(app: web.Application) -> AsyncIterator[None]:
     invalidator = Invalidator(app[DB_URL], store.cache, app[CONFIG].session.cache_trust)
     app[INVALIDATOR] = invalidator
 
-    async def flush_touches() -> None:
-        while True:
-            await asyncio.sleep(TOUCH_FLUSH_SECONDS)
-            with contextlib.suppress(DatabaseUnavailable):
-                await store.flush_touches()
-
-    tasks = [asyncio.create_task(invalidator.run()), asyncio.create_task(flush_touches())]
+    tasks = [
+        asyncio.create_task(invalidator.run()),
+        asyncio.create_task(store.flush_touches_forever()),
+    ]
     yield
     for task in tasks:
         task.cancel()
@@ -135,6 +132,14 @@ async def _passwords(app: web.Application) -> AsyncIterator[None]:
     app[PASSWORDS] = Passwords()
     yield
     app[PASSWORDS].close()
+
+
+async def _purger(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(retention.purge_forever(app[POOL], app[CONFIG], app[CLOCK]))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 # Run on every response just before its headers are sent (streamed proxy
@@ -172,7 +177,7 @@ def create_app(config: Config, *, clock: Clock = utc_now) -> web.Application:
             _http_client,
             _passwords,
             metrics.sampler,
-            maintenance.purger,
+            _purger,
         ]
     )
 

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from .config import Config, IdentityHeaders
-from .db import DatabaseUnavailable
 from .policy.access import Verdict, needs_lookup, verdict
 from .policy.cookies import split_cookies
 from .policy.identity import Identity, Session
 from .state import CONFIG, RULES, SESSIONS, Exchange, exchange
+from .store.db import DatabaseUnavailable
 
 
 @dataclass(frozen=True)

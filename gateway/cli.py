@@ -20,11 +20,11 @@ from typing import TypeVar
 
 import asyncpg
 
-from . import audit, sessions, users
 from .config import Config, ConfigError, load_config, parse_duration
-from .db import DatabaseUnavailable, database_url, migrate
 from .policy.identity import utc_now
 from .policy.passwords import PasswordRejected, Passwords
+from .store import audit, sessions, users
+from .store.db import DatabaseUnavailable, database_url, migrate
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1

@@ -15,7 +15,7 @@ from typing import IO
 import asyncpg
 from aiohttp import web
 
-from . import connections, users
+from . import connections
 from .app import create_app
 from .config import (
     Config,
@@ -26,10 +26,11 @@ from .config import (
     parse_listen,
 )
 from .connections import GatewayRunner
-from .db import database_url, migrate
 from .echo import create_echo_app
 from .logs import AccessLogger, access_logger
 from .policy.passwords import Passwords
+from .store import users
+from .store.db import database_url, migrate
 
 DEMO_USER = "demo"
 

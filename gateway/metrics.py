@@ -23,20 +23,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from . import counters
 from .counters import DB_POOL, REQUESTS
-from .db import DB_ERRORS
 from .http_util import peer_trusted
 from .state import CLOCK, CONFIG, POOL, Exchange
+from .store import sessions
+from .store.db import DB_ERRORS
 
 log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 FOLD_SECONDS = 1.0
 POOL_SAMPLE_SECONDS = 5.0
-
-# What a request would accept: not past absolute expiry, and not idle too long.
-ACTIVE_SESSIONS = """
-SELECT count(*) FROM sessions
-WHERE expires_at > $1 AND (remember OR last_seen > $2)"""
 
 
 def _registry() -> CollectorRegistry:
@@ -69,9 +65,8 @@ async def metrics(request: web.Request) -> web.Response:
     # Active sessions are a fact of the database, not of one worker: asked at scrape time.
     with contextlib.suppress(*DB_ERRORS):
         async with request.app[POOL].acquire(timeout=2) as conn:
-            now = request.app[CLOCK]()
             idle = timedelta(seconds=config.session.idle_timeout)
-            count = await conn.fetchval(ACTIVE_SESSIONS, now, now - idle, timeout=2)
+            count = await sessions.count_live(conn, request.app[CLOCK](), idle)
         body += (
             "# HELP gateway_active_sessions Sessions a request would accept now.\n"
             "# TYPE gateway_active_sessions gauge\n"

@@ -12,7 +12,6 @@ import aiohttp_jinja2
 from aiohttp import HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from . import audit, users
 from .auth import (
     COOKIE_NAMES,
     clear_session_cookie,
@@ -20,8 +19,7 @@ from .auth import (
     own_cookies,
     set_session_cookie,
 )
-from .counters import CSRF_REFUSED, LOGINS
-from .db import DB_ERRORS, DatabaseUnavailable, connection
+from .counters import CSRF_REFUSED
 from .http_util import client_ip
 from .policy.csrf import FIELD as CSRF_FIELD
 from .policy.csrf import CsrfSigner, origin_of
@@ -29,6 +27,8 @@ from .policy.csrf import check as csrf_check
 from .policy.identity import Identity
 from .policy.redirects import safe_redirect
 from .state import CONFIG, CSRF, PASSWORDS, POOL, SESSIONS, THROTTLE, Exchange, exchange
+from .store import audit, signin, users
+from .store.db import DB_ERRORS, DatabaseUnavailable, connection
 
 log = logging.getLogger(__name__)
 
@@ -356,79 +356,36 @@ async def login_post(request: web.Request) -> web.Response:
             username=username,
         )
     config = request.app[CONFIG]
-    ip = client_ip(request, config)
-    agent = request.headers.get("User-Agent", "")
-    pool = request.app[POOL]
-    throttle = request.app[THROTTLE]
+    app = request.app
     remember = form.get("remember") == "1"
+    attempt = signin.Attempt(
+        username=username,
+        password=password,
+        remember=remember,
+        ip=client_ip(request, config),
+        user_agent=request.headers.get("User-Agent", ""),
+        previous_token=own_cookies(request).get(app[COOKIE_NAMES].session),
+    )
     try:
-        async with connection(pool) as conn:
-            attempt = await throttle.begin(conn, username, ip)
-            if attempt.retry_after is not None:
-                # Refused before hashing: a guessing attack costs us no CPU.
-                LOGINS.inc("throttled")
-                await audit.record(conn, "login_throttled", username, ip=ip, user_agent=agent)
-                response = _login_form(
-                    request, rd=rd, status=429, error=THROTTLED, username=username
-                )
-                response.headers["Retry-After"] = str(attempt.retry_after)
-                return response
-            user = await users.get_user(conn, username)
-        # No connection is held while hashing. Unknown and disabled users are
-        # hashed too (a dummy hash for the unknown), so neither the answer nor
-        # its timing says which it was.
-        result = await request.app[PASSWORDS].verify(user.password_hash if user else None, password)
-        async with connection(pool) as conn:
-            if user is None or user.disabled or not result.ok:
-                LOGINS.inc("failed")  # the attempt's row stays: it is the failure
-                why = (
-                    "unknown user" if user is None else "disabled" if user.disabled else "password"
-                )
-                await audit.record(
-                    conn, "login_failed", username, ip=ip, user_agent=agent, detail=why
-                )
-                return _login_form(
-                    request, rd=rd, status=401, error=BAD_CREDENTIALS, username=username
-                )
-            LOGINS.inc("ok")
-            await throttle.succeeded(conn, attempt, username)
-            if result.new_hash:
-                await users.set_password(conn, user.username, result.new_hash)
-            await audit.record(
-                conn,
-                "login_ok",
-                user.username,
-                ip=ip,
-                user_agent=agent,
-                detail="remember" if remember else "",
-            )
-        await _end_presented_session(request)
-        identity = Identity(user.id, user.username, user.email, user.display_name, user.groups)
-        token, _ = await request.app[SESSIONS].create(
-            identity, remember=remember, ip=ip, user_agent=agent
+        done = await signin.sign_in(
+            app[POOL], app[THROTTLE], app[PASSWORDS], app[SESSIONS], attempt
         )
     except DatabaseUnavailable:
         log.warning("sign-in answered 503: database unavailable", exc_info=True)
         return unavailable(request, again=login_url(request, rd))  # the form again, rd kept
+    if done.outcome is signin.Outcome.THROTTLED:
+        response = _login_form(request, rd=rd, status=429, error=THROTTLED, username=username)
+        response.headers["Retry-After"] = str(done.retry_after)
+        return response
+    if done.outcome is signin.Outcome.FAILED:
+        return _login_form(request, rd=rd, status=401, error=BAD_CREDENTIALS, username=username)
+    token = done.token
     response = see_other(_redirect_target(request, rd))
     set_session_cookie(
         response, request, token, max_age=config.session.remember_me if remember else None
     )
     exchange(request).clear_cookie = False
     return response
-
-
-async def _end_presented_session(request: web.Request) -> None:
-    """A browser signing in again drops whatever session it held before.
-
-    The old token is never reused (no fixation); ending it also stops a
-    shared computer's previous user from lingering in the table.
-    """
-    token = own_cookies(request).get(request.app[COOKIE_NAMES].session)
-    if token:
-        session = await request.app[SESSIONS].lookup(token)
-        if session is not None:
-            await request.app[SESSIONS].revoke(session.token_hash)
 
 
 # -- sign out -----------------------------------------------------------------

@@ -23,9 +23,9 @@ from aiohttp import web
 from .app import create_app
 from .config import Config
 from .connections import GatewayRunner, listen
-from .db import DatabaseUnavailable, database_url, prepare_database
 from .logs import AccessLogger, access_logger, setup_logging
 from .metrics import MULTIPROC_ENV
+from .store.db import DatabaseUnavailable, database_url, prepare_database
 
 log = logging.getLogger(__name__)
 

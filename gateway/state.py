@@ -14,9 +14,9 @@ from .policy.identity import Clock, Session
 from .policy.passwords import Passwords
 from .policy.rules import RuleSet
 from .policy.upstreams import UpstreamTable
-from .session_cache import Invalidator
-from .sessions import SessionStore
-from .throttle import Throttle
+from .store.session_cache import Invalidator
+from .store.sessions import SessionStore
+from .store.throttle import Throttle
 
 CONFIG = web.AppKey("config", Config)
 CLOCK = web.AppKey("clock", Clock)

@@ -28,13 +28,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway import users
 from gateway.app import create_app
 from gateway.config import Config, build_config
 from gateway.connections import GatewayRunner
-from gateway.db import embedded_postgres, migrate
 from gateway.echo import create_echo_app
 from gateway.policy.passwords import Passwords
+from gateway.store import users
+from gateway.store.db import embedded_postgres, migrate
 
 PASSWORD = "correct horse battery staple"
 

@@ -11,8 +11,8 @@ from conftest import fresh_get, sign_in
 from prometheus_client import REGISTRY
 
 from gateway import counters
-from gateway.session_cache import LISTENER_APPLICATION_NAME, Entry, SessionCache
 from gateway.state import INVALIDATOR, SESSIONS
+from gateway.store.session_cache import LISTENER_APPLICATION_NAME, Entry, SessionCache
 
 API = {"Accept": "application/json"}
 

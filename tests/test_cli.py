@@ -22,7 +22,7 @@ import pytest
 from conftest import PASSWORD, cli_env, create_user, free_port, fresh_get, sign_in, start_cli
 
 from gateway.cli import build_parser
-from gateway.db import embedded_postgres
+from gateway.store.db import embedded_postgres
 
 NEW_PASSWORD = "a brand new password"
 

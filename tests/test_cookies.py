@@ -21,7 +21,7 @@ from upstreams import raw_request, raw_upstream, recorder
 
 from gateway.policy.identity import Identity
 from gateway.state import CSRF, SESSIONS
-from gateway.users import get_user
+from gateway.store.users import get_user
 
 PUBLIC_URL = "https://gw.example.com"
 SESSION = "__Host-gateway_session"

@@ -43,9 +43,9 @@ from upstreams import Recorder, recorder
 
 from gateway.app import create_app
 from gateway.config import Config, build_config
-from gateway.db import migrate
 from gateway.policy.identity import Identity
-from gateway.sessions import SessionStore
+from gateway.store.db import migrate
+from gateway.store.sessions import SessionStore
 
 COOKIE = "gateway_session"
 CSRF_COOKIE = "gateway_session_csrf"

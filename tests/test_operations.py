@@ -42,7 +42,6 @@ from conftest import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway import maintenance
 from gateway.app import create_app
 from gateway.config import (
     Config,
@@ -55,6 +54,7 @@ from gateway.config import (
 from gateway.logs import ACCESS_LOGGER, AccessLogger, setup_logging
 from gateway.metrics import FOLD_SECONDS
 from gateway.state import CONFIG, POOL
+from gateway.store import retention
 
 PUBLIC_RULE = [{"path": "/public/", "policy": "public"}]
 JSON_ACCEPT = {"Accept": "application/json"}
@@ -888,7 +888,7 @@ async def test_purge_removes_idle_and_expired_sessions_and_keeps_live_ones(
     clock.advance(40 * 60)
     await use(active)  # `idle` has now been idle 80 minutes; `active` 0
 
-    result = await maintenance.purge(app[POOL], app[CONFIG], clock)
+    result = await retention.purge(app[POOL], app[CONFIG], clock)
 
     assert result == {"sessions": 1, "login_failures": 0, "audit_log": 0}
     assert await session_count(db) == 2
@@ -902,7 +902,7 @@ async def test_purge_removes_idle_and_expired_sessions_and_keeps_live_ones(
     clock.advance((absolute_expiry - clock.now).total_seconds() + 60)
     assert await session_count(db) == 2
 
-    result = await maintenance.purge(app[POOL], app[CONFIG], clock)
+    result = await retention.purge(app[POOL], app[CONFIG], clock)
 
     assert result is not None and result["sessions"] == 1
     rows = await db.fetch("SELECT remember FROM sessions")
@@ -910,7 +910,7 @@ async def test_purge_removes_idle_and_expired_sessions_and_keeps_live_ones(
     await use(remembered)
 
     clock.advance(31 * 86400)
-    result = await maintenance.purge(app[POOL], app[CONFIG], clock)
+    result = await retention.purge(app[POOL], app[CONFIG], clock)
     assert result is not None and result["sessions"] == 1
     assert await session_count(db) == 0
 
@@ -940,7 +940,7 @@ async def test_purge_removes_old_login_failures_and_audit_rows(gateway, db, alic
         )
     audit_before = await db.fetchval("SELECT count(*) FROM audit_log")
 
-    result = await maintenance.purge(app[POOL], app[CONFIG], clock)
+    result = await retention.purge(app[POOL], app[CONFIG], clock)
 
     assert result == {"sessions": 0, "login_failures": 2, "audit_log": 3}
     failures = await db.fetch("SELECT at, username FROM login_failures")
@@ -951,7 +951,7 @@ async def test_purge_removes_old_login_failures_and_audit_rows(gateway, db, alic
     assert await db.fetchval("SELECT count(*) FROM audit_log") == audit_before - 3
 
     # A second round finds nothing more to do.
-    assert await maintenance.purge(app[POOL], app[CONFIG], clock) == {
+    assert await retention.purge(app[POOL], app[CONFIG], clock) == {
         "sessions": 0,
         "login_failures": 0,
         "audit_log": 0,
@@ -969,16 +969,16 @@ async def test_purge_skips_the_round_while_another_process_holds_the_lock(
     )
     holder = await asyncpg.connect(db_url)
     try:
-        await holder.execute("SELECT pg_advisory_lock($1)", maintenance.PURGE_LOCK_ID)
-        assert await maintenance.purge(app[POOL], app[CONFIG], clock) is None
+        await holder.execute("SELECT pg_advisory_lock($1)", retention.PURGE_LOCK_ID)
+        assert await retention.purge(app[POOL], app[CONFIG], clock) is None
         assert await db.fetchval("SELECT count(*) FROM audit_log") == 5
-        await holder.execute("SELECT pg_advisory_unlock($1)", maintenance.PURGE_LOCK_ID)
+        await holder.execute("SELECT pg_advisory_unlock($1)", retention.PURGE_LOCK_ID)
 
-        result = await maintenance.purge(app[POOL], app[CONFIG], clock)
+        result = await retention.purge(app[POOL], app[CONFIG], clock)
         assert result is not None and result["audit_log"] == 5
         # ...and the purge let go of the lock afterwards.
-        assert await holder.fetchval("SELECT pg_try_advisory_lock($1)", maintenance.PURGE_LOCK_ID)
-        await holder.execute("SELECT pg_advisory_unlock($1)", maintenance.PURGE_LOCK_ID)
+        assert await holder.fetchval("SELECT pg_try_advisory_lock($1)", retention.PURGE_LOCK_ID)
+        await holder.execute("SELECT pg_advisory_unlock($1)", retention.PURGE_LOCK_ID)
     finally:
         await holder.close()
     assert await db.fetchval("SELECT count(*) FROM audit_log") == 0
@@ -987,7 +987,7 @@ async def test_purge_skips_the_round_while_another_process_holds_the_lock(
 async def test_purge_deletes_more_than_one_batch(gateway, db, clock):
     client = await gateway()
     app = client.server.app
-    rows = maintenance.BATCH * 2 + 345
+    rows = retention.BATCH * 2 + 345
     await db.execute(
         "INSERT INTO audit_log (at, event) SELECT $1, 'old' FROM generate_series(1, $2::int)",
         clock.now - timedelta(days=365),
@@ -997,13 +997,13 @@ async def test_purge_deletes_more_than_one_batch(gateway, db, clock):
         "INSERT INTO login_failures (at, username, ip)"
         " SELECT $1, 'u' || g, '10.0.0.1' FROM generate_series(1, $2::int) g",
         clock.now - timedelta(days=1),
-        maintenance.BATCH,  # exactly one full batch
+        retention.BATCH,  # exactly one full batch
     )
     await db.execute("INSERT INTO audit_log (event) VALUES ('new')")
 
-    result = await maintenance.purge(app[POOL], app[CONFIG], clock)
+    result = await retention.purge(app[POOL], app[CONFIG], clock)
 
-    assert result == {"sessions": 0, "login_failures": maintenance.BATCH, "audit_log": rows}
+    assert result == {"sessions": 0, "login_failures": retention.BATCH, "audit_log": rows}
     assert await db.fetchval("SELECT count(*) FROM login_failures") == 0
     assert [r["event"] for r in await db.fetch("SELECT event FROM audit_log")] == ["new"]
 
@@ -1035,7 +1035,7 @@ async def test_requests_are_answered_during_a_big_purge(gateway, db, alice, cloc
         rows,
     )
 
-    task = asyncio.create_task(maintenance.purge(app[POOL], app[CONFIG], clock))
+    task = asyncio.create_task(retention.purge(app[POOL], app[CONFIG], clock))
     await asyncio.sleep(0.05)
     overlapped = not task.done()
     timings = []

@@ -29,7 +29,7 @@ from gateway.policy.redirects import safe_redirect
 from gateway.policy.rules import Decision, RuleSet
 from gateway.policy.upstreams import UpstreamTable
 from gateway.proxy import MEMO_KEY_CHARS, HeaderRules, _Dropper
-from gateway.sessions import hash_token, is_token, new_token
+from gateway.store.sessions import hash_token, is_token, new_token
 
 # ==========================================================================
 # redirects.safe_redirect

@@ -10,7 +10,7 @@ from conftest import PASSWORD, create_user, csrf_token, fresh_get, sign_in
 from yarl import URL
 
 from gateway.pages import BAD_CREDENTIALS
-from gateway.sessions import TOUCH_INTERVAL
+from gateway.store.sessions import TOUCH_INTERVAL
 
 API = {"Accept": "application/json"}
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from ..policy.identity import Identity
 from . import audit
-from .sessions import revoke_user
 
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@+-]{0,63}$")
 _GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,63}$")
@@ -19,12 +19,14 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _EMAIL = re.compile(rf"[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]{{1,64}}@{_LABEL}(?:\.{_LABEL})+")
 MAX_EMAIL_CHARS = 254
 
-SELECT_USER = """
-SELECT id, username, email, display_name, groups, password_hash, disabled
-FROM users WHERE username = $1"""
-SELECT_USERS = """
-SELECT id, username, email, display_name, groups, password_hash, disabled
-FROM users ORDER BY username"""
+# What an Identity is made of (`identity`); any query joining users selects these.
+IDENTITY_COLUMNS = "u.id AS user_id, u.username, u.email, u.display_name, u.groups"
+SELECT_USER = f"""
+SELECT {IDENTITY_COLUMNS}, u.password_hash, u.disabled
+FROM users u WHERE u.username = $1"""
+SELECT_USERS = f"""
+SELECT {IDENTITY_COLUMNS}, u.password_hash, u.disabled
+FROM users u ORDER BY u.username"""
 INSERT_USER = """
 INSERT INTO users (username, email, display_name, groups, password_hash)
 VALUES ($1, $2, $3, $4, $5)
@@ -42,13 +44,40 @@ class UserError(Exception):
 
 @dataclass(frozen=True)
 class User:
-    id: int
-    username: str
-    email: str
-    display_name: str
-    groups: tuple[str, ...]
+    identity: Identity
     password_hash: str
     disabled: bool
+
+    @property
+    def id(self) -> int:
+        return self.identity.user_id
+
+    @property
+    def username(self) -> str:
+        return self.identity.username
+
+    @property
+    def email(self) -> str:
+        return self.identity.email
+
+    @property
+    def display_name(self) -> str:
+        return self.identity.name
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return self.identity.groups
+
+
+def identity(row: asyncpg.Record) -> Identity:
+    """The one user-to-identity mapping, from a row with IDENTITY_COLUMNS."""
+    return Identity(
+        user_id=row["user_id"],
+        username=row["username"],
+        email=row["email"],
+        name=row["display_name"],
+        groups=tuple(row["groups"]),
+    )
 
 
 def normalize_username(name: str) -> str:
@@ -81,15 +110,7 @@ def check_groups(groups: list[str] | tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _user(row: asyncpg.Record) -> User:
-    return User(
-        id=row["id"],
-        username=row["username"],
-        email=row["email"],
-        display_name=row["display_name"],
-        groups=tuple(row["groups"]),
-        password_hash=row["password_hash"],
-        disabled=row["disabled"],
-    )
+    return User(identity(row), row["password_hash"], row["disabled"])
 
 
 async def get_user(db: asyncpg.Pool | asyncpg.Connection, username: str) -> User | None:
@@ -140,6 +161,9 @@ async def set_disabled(conn: asyncpg.Connection, username: str, disabled: bool) 
         user_id = await conn.fetchval(UPDATE_DISABLED, username, disabled)
         if user_id is None:
             raise UserError(f"no such user {username!r}")
+        # Imported here: sessions reads users' columns through this module.
+        from .sessions import revoke_user
+
         ended = 0
         if disabled:
             ended = await revoke_user(conn, user_id)

@@ -8,9 +8,15 @@ from typing import Protocol
 
 import asyncpg
 
+from .db import rows_affected
+
 INSERT_AUDIT = """
 INSERT INTO audit_log (event, username, ip, user_agent, detail)
 VALUES ($1, $2, $3, $4, $5)"""
+
+
+PURGE_OLD = """
+DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE at <= $1 LIMIT $2)"""
 
 
 class Executor(Protocol):
@@ -50,3 +56,8 @@ async def entries(
 ) -> list[AuditEntry]:
     """Newest first."""
     return [AuditEntry(**dict(row)) for row in await db.fetch(SELECT_AUDIT, username, since, limit)]
+
+
+async def purge_old(conn: asyncpg.Connection, before: datetime, limit: int) -> int:
+    """Delete up to `limit` entries from before `before`."""
+    return rows_affected(await conn.execute(PURGE_OLD, before, limit))

@@ -7,6 +7,7 @@ ends the session everywhere, whoever holds a copy of the cookie.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import re
@@ -17,16 +18,20 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from .config import SessionConfig
-from .counters import SESSION_CACHE
-from .db import DatabaseUnavailable, connection, rows_affected
-from .policy.identity import Clock, Identity, Session, utc_now
+from ..config import SessionConfig
+from ..counters import SESSION_CACHE
+from ..policy.identity import Clock, Identity, Session, utc_now
+from .db import DB_TIMEOUT, DatabaseUnavailable, connection, rows_affected
 from .session_cache import Entry, SessionCache
+from .users import IDENTITY_COLUMNS, identity
 
 # last_seen is written at most this often per session, so a busy session does
 # not turn every proxied request into a database write. Idle expiry is
 # therefore measured with this granularity.
 TOUCH_INTERVAL = timedelta(seconds=60)
+
+# How often the batched last_seen updates are written.
+TOUCH_FLUSH_SECONDS = 10.0
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")  # 32 bytes, URL-safe base64, no padding
 
@@ -35,9 +40,9 @@ INSERT INTO sessions (token_hash, user_id, created_at, last_seen, expires_at, re
                       user_agent)
 VALUES ($1, $2, $3, $3, $4, $5, $6, $7)
 RETURNING id"""
-SELECT_SESSION = """
-SELECT s.id, s.user_id, s.created_at, s.last_seen, s.expires_at, s.remember,
-       u.username, u.email, u.display_name, u.groups, u.disabled
+SELECT_SESSION = f"""
+SELECT s.id, s.created_at, s.last_seen, s.expires_at, s.remember, u.disabled,
+       {IDENTITY_COLUMNS}
 FROM sessions s JOIN users u ON u.id = s.user_id
 WHERE s.token_hash = $1"""
 TOUCH_SESSION = "UPDATE sessions SET last_seen = $2 WHERE token_hash = $1"
@@ -49,12 +54,34 @@ DELETE_SESSION = "DELETE FROM sessions WHERE token_hash = $1 RETURNING user_id"
 DELETE_SESSION_BY_ID = "DELETE FROM sessions WHERE id = $1 RETURNING user_id"
 DELETE_USER_SESSIONS = "DELETE FROM sessions WHERE user_id = $1"
 DELETE_ALL_SESSIONS = "DELETE FROM sessions"
+
+# -- the expiry rule ------------------------------------------------------------
+# A session ends at its absolute expiry, or after idle_timeout without a request
+# unless "keep me signed in" traded the idle limit for its own longer lifetime.
+# `expired` says it in Python for one session; LIVE says the same in SQL
+# ($1 now, $2 now - idle_timeout) for the queries that count, list and purge.
+LIVE = "s.expires_at > $1 AND (s.remember OR s.last_seen > $2)"
+
+
+def expired(
+    session: Session, now: datetime, idle_timeout: timedelta, last_seen: datetime | None = None
+) -> bool:
+    """Is this session over at `now`? `last_seen`: a later use than the row knows of."""
+    if now >= session.expires_at:
+        return True
+    return not session.remember and now >= (last_seen or session.last_seen) + idle_timeout
+
+
+COUNT_LIVE = f"SELECT count(*) FROM sessions s WHERE {LIVE}"
 SELECT_SESSIONS = """
 SELECT s.id, s.created_at, s.last_seen, s.expires_at, s.remember, s.ip, s.user_agent,
        u.username
 FROM sessions s JOIN users u ON u.id = s.user_id
 WHERE ($1::text IS NULL OR u.username = $1) AND s.expires_at > $2
 ORDER BY s.created_at"""
+PURGE_DEAD = f"""
+DELETE FROM sessions WHERE id IN (
+    SELECT s.id FROM sessions s WHERE NOT ({LIVE}) LIMIT $3)"""
 
 
 def new_token() -> str:
@@ -133,10 +160,7 @@ class SessionStore:
         return token, Session(session_id, token_hash, identity, now, now, expires, remember)
 
     def expired(self, session: Session, now: datetime, last_seen: datetime | None = None) -> bool:
-        if now >= session.expires_at:
-            return True
-        # "Keep me signed in" trades the idle limit for its own, longer lifetime.
-        return not session.remember and now >= (last_seen or session.last_seen) + self._idle_limit
+        return expired(session, now, self._idle_limit, last_seen)
 
     async def lookup(self, token: str) -> Session | None:
         """The live session for a cookie value, or None. Expired rows are deleted.
@@ -164,13 +188,7 @@ class SessionStore:
             session = Session(
                 id=row["id"],
                 token_hash=token_hash,
-                identity=Identity(
-                    user_id=row["user_id"],
-                    username=row["username"],
-                    email=row["email"],
-                    name=row["display_name"],
-                    groups=tuple(row["groups"]),
-                ),
+                identity=identity(row),
                 created_at=row["created_at"],
                 last_seen=row["last_seen"],
                 expires_at=row["expires_at"],
@@ -210,6 +228,13 @@ class SessionStore:
         async with self._conn() as conn:
             return await revoke_user(conn, user_id)
 
+    async def flush_touches_forever(self, interval: float = TOUCH_FLUSH_SECONDS) -> None:
+        """Write the batched last_seen updates every `interval` until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(DatabaseUnavailable):
+                await self.flush_touches()
+
     async def flush_touches(self) -> int:
         """Write the batched last_seen updates: one statement for all of them."""
         if not self._touches:
@@ -227,7 +252,9 @@ class SessionStore:
 
 
 async def list_sessions(
-    db: asyncpg.Pool | asyncpg.Connection, username: str | None, now: datetime
+    db: asyncpg.Pool | asyncpg.Connection,
+    username: str | None,
+    now: datetime,
 ) -> list[SessionInfo]:
     rows = await db.fetch(SELECT_SESSIONS, username, now)
     return [
@@ -243,6 +270,19 @@ async def list_sessions(
         )
         for r in rows
     ]
+
+
+async def count_live(
+    db: asyncpg.Pool | asyncpg.Connection, now: datetime, idle_timeout: timedelta
+) -> int:
+    return await db.fetchval(COUNT_LIVE, now, now - idle_timeout, timeout=DB_TIMEOUT)
+
+
+async def purge_dead(
+    conn: asyncpg.Connection, now: datetime, idle_timeout: timedelta, limit: int
+) -> int:
+    """Delete up to `limit` sessions that are over; returns how many went."""
+    return rows_affected(await conn.execute(PURGE_DEAD, now, now - idle_timeout, limit))
 
 
 async def revoke_by_id(db: asyncpg.Pool | asyncpg.Connection, session_id: uuid.UUID) -> bool:

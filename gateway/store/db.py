@@ -13,7 +13,7 @@ from pathlib import Path
 
 import asyncpg
 
-from .resources import resource_dir
+from ..resources import resource_dir
 
 log = logging.getLogger(__name__)
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 
-from .config import LoginConfig
-from .policy.identity import Clock
+from ..config import LoginConfig
+from ..policy.identity import Clock
+from .db import rows_affected
 
 MAX_KEY_CHARS = 256
 
@@ -33,6 +34,9 @@ WHERE ip = $1 AND at > $2 AND id < $4
 ORDER BY id DESC OFFSET $3 LIMIT 1"""
 RELEASE = "DELETE FROM login_failures WHERE id = $1"
 CLEAR_USER_FAILURES = "UPDATE login_failures SET cleared = true WHERE username = $1 AND NOT cleared"
+PURGE_OLD = """
+DELETE FROM login_failures WHERE id IN (
+    SELECT id FROM login_failures WHERE at <= $1 LIMIT $2)"""
 
 
 @dataclass(frozen=True)
@@ -84,3 +88,8 @@ class Throttle:
         """
         await conn.execute(RELEASE, attempt.id)
         await conn.execute(CLEAR_USER_FAILURES, username[:MAX_KEY_CHARS])
+
+
+async def purge_old(conn: asyncpg.Connection, before: datetime, limit: int) -> int:
+    """Delete up to `limit` failures older than any window still counts."""
+    return rows_affected(await conn.execute(PURGE_OLD, before, limit))

@@ -1,0 +1,105 @@
+"""Sign-in without HTTP: throttle, verify, audit, rehash, and a brand-new session.
+
+The login page (web/login.py) reads the form and renders the answer; the
+order of the steps, which decides what an attacker can learn and what a
+guess costs, is here in one function.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import asyncpg
+
+from ..counters import LOGINS
+from ..policy.identity import Session
+from ..policy.passwords import Passwords
+from . import audit, users
+from .db import connection
+from .sessions import SessionStore
+from .throttle import Throttle
+
+
+class Outcome(enum.Enum):
+    OK = "ok"
+    THROTTLED = "throttled"
+    FAILED = "failed"  # unknown user, disabled, or wrong password: never said which
+
+
+@dataclass(frozen=True)
+class SignIn:
+    outcome: Outcome
+    token: str = ""  # the new session's cookie value (OK only)
+    session: Session | None = None
+    retry_after: int | None = None  # seconds (THROTTLED only)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What the person typed, and where from."""
+
+    username: str  # normalised
+    password: str
+    remember: bool
+    ip: str
+    user_agent: str
+    previous_token: str | None = None  # the session cookie this browser still holds
+
+
+async def sign_in(
+    pool: asyncpg.Pool,
+    throttle: Throttle,
+    passwords: Passwords,
+    store: SessionStore,
+    attempt: Attempt,
+) -> SignIn:
+    """One sign-in attempt, start to finish. Raises DatabaseUnavailable (fail closed)."""
+    who, ip, agent = attempt.username, attempt.ip, attempt.user_agent
+    async with connection(pool) as conn:
+        counted = await throttle.begin(conn, who, ip)
+        if counted.retry_after is not None:
+            # Refused before hashing: a guessing attack costs us no CPU.
+            LOGINS.inc("throttled")
+            await audit.record(conn, "login_throttled", who, ip=ip, user_agent=agent)
+            return SignIn(Outcome.THROTTLED, retry_after=counted.retry_after)
+        user = await users.get_user(conn, who)
+    # No connection is held while hashing. Unknown and disabled users are
+    # hashed too (a dummy hash for the unknown), so neither the answer nor
+    # its timing says which it was.
+    result = await passwords.verify(user.password_hash if user else None, attempt.password)
+    async with connection(pool) as conn:
+        if user is None or user.disabled or not result.ok:
+            LOGINS.inc("failed")  # the attempt's row stays: it is the failure
+            why = "unknown user" if user is None else "disabled" if user.disabled else "password"
+            await audit.record(conn, "login_failed", who, ip=ip, user_agent=agent, detail=why)
+            return SignIn(Outcome.FAILED)
+        LOGINS.inc("ok")
+        await throttle.succeeded(conn, counted, who)
+        if result.new_hash:
+            await users.set_password(conn, user.username, result.new_hash)
+        await audit.record(
+            conn,
+            "login_ok",
+            user.username,
+            ip=ip,
+            user_agent=agent,
+            detail="remember" if attempt.remember else "",
+        )
+    await _end_previous(store, attempt.previous_token)
+    token, session = await store.create(
+        user.identity, remember=attempt.remember, ip=ip, user_agent=agent
+    )
+    return SignIn(Outcome.OK, token=token, session=session)
+
+
+async def _end_previous(store: SessionStore, token: str | None) -> None:
+    """A browser signing in again drops whatever session it held before.
+
+    The old token is never reused (no fixation); ending it also stops a
+    shared computer's previous user from lingering in the table.
+    """
+    if token:
+        session = await store.lookup(token)
+        if session is not None:
+            await store.revoke(session.token_hash)
