@@ -199,14 +199,16 @@ async def cmd_user_list(args: argparse.Namespace) -> int:
 
 
 async def cmd_sessions_list(args: argparse.Namespace) -> int:
-    async with _connection(_config(args)) as conn:
+    config = _config(args)
+    async with _connection(config) as conn:
         username = None
         if args.user:
             user = await users.get_user(conn, args.user)
             if user is None:
                 raise CliError(f"no such user {users.normalize_username(args.user)!r}")
             username = user.username
-        found = await sessions.list_sessions(conn, username, utc_now())
+        idle = timedelta(seconds=config.session.idle_timeout)
+        found = await sessions.list_sessions(conn, username, utc_now(), idle)
     rows = [("ID", "USER", "CREATED", "LAST SEEN", "EXPIRES", "IP", "BROWSER")] + [
         (
             str(s.id),

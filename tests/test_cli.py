@@ -364,6 +364,27 @@ async def test_sessions_list_shows_signed_in_sessions(cli, db, alice, gateway, r
     assert set(rows) == {alice_id}
 
 
+async def test_sessions_list_leaves_out_sessions_ended_by_idleness(
+    cli, db, alice, gateway, real_time
+):
+    # Idle past session.idle_timeout (1h) is over, as a request would find it,
+    # though its absolute expiry (12h) is still ahead and the purge has not run.
+    await create_user(db, "bob")
+    client = await gateway()
+    await signed_in_token(client, "alice")
+    await signed_in_token(client, "bob")
+    await db.execute(
+        "UPDATE sessions SET last_seen = now() - interval '61 minutes'"
+        " WHERE user_id = (SELECT id FROM users WHERE username = 'alice')"
+    )
+
+    run = await cli("sessions", "list")
+
+    assert run.returncode == 0, run.describe()
+    listed = [line.split()[1] for line in run.stdout.splitlines()[1:]]
+    assert listed == ["bob"]
+
+
 async def test_sessions_list_for_an_unknown_user_is_an_error(cli, db, alice):
     run = await cli("sessions", "list", "--user", "nobody")
     assert_one_line_error(run, "no such user 'nobody'", status=1)

@@ -73,11 +73,11 @@ def expired(
 
 
 COUNT_LIVE = f"SELECT count(*) FROM sessions s WHERE {LIVE}"
-SELECT_SESSIONS = """
+SELECT_LIVE = f"""
 SELECT s.id, s.created_at, s.last_seen, s.expires_at, s.remember, s.ip, s.user_agent,
        u.username
 FROM sessions s JOIN users u ON u.id = s.user_id
-WHERE ($1::text IS NULL OR u.username = $1) AND s.expires_at > $2
+WHERE ($3::text IS NULL OR u.username = $3) AND {LIVE}
 ORDER BY s.created_at"""
 PURGE_DEAD = f"""
 DELETE FROM sessions WHERE id IN (
@@ -255,8 +255,10 @@ async def list_sessions(
     db: asyncpg.Pool | asyncpg.Connection,
     username: str | None,
     now: datetime,
+    idle_timeout: timedelta,
 ) -> list[SessionInfo]:
-    rows = await db.fetch(SELECT_SESSIONS, username, now)
+    """The sessions a request would still accept, oldest first."""
+    rows = await db.fetch(SELECT_LIVE, now, now - idle_timeout, username)
     return [
         SessionInfo(
             id=r["id"],
