@@ -7,7 +7,7 @@ Never for production: it patches the gateway in this process only, to answer
 "how much of the cost is X?". Variants:
 
 - `bare-handler`: bench/bare_proxy.py's handler and client in place of
-  gateway.proxy.handle, inside the gateway's own app, router, before-headers
+  gateway.web.proxy.handle, inside the gateway's own app, router, before-headers
   signal and process. What is left between it and the bare proxy is the
   gateway's environment; what is between it and the real gateway is the
   handler's duties (session, rules, headers, request id, timing).
@@ -26,8 +26,8 @@ import bare_proxy
 from aiohttp import web
 
 import gateway.app
-import gateway.proxy
 import gateway.server
+import gateway.web.proxy
 from gateway.cli import main
 
 VARIANTS = ("bare-handler", "no-before-headers", "extra-headers")
@@ -63,7 +63,7 @@ def bare_handler(extra_headers: bool) -> None:
         return app
 
     # app.create_app reads proxy.handle when it builds the routes; server imported create_app.
-    gateway.proxy.handle = bare_proxy.handle
+    gateway.web.proxy.handle = bare_proxy.handle
     gateway.app.create_app = gateway.server.create_app = create_app
 
 

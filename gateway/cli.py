@@ -106,8 +106,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .logs import setup_logging
     from .server import serve
+    from .web.logs import setup_logging
 
     if not 1 <= args.workers <= 256:
         raise CliError("--workers: expected a number from 1 to 256", EXIT_USAGE)
@@ -117,7 +117,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo.demo import run_demo
 
     return run_demo(listen=args.listen, data_dir=args.data_dir)
 

@@ -22,10 +22,10 @@ from aiohttp import web
 
 from .app import create_app
 from .config import Config
-from .connections import GatewayRunner, listen
-from .logs import AccessLogger, access_logger, setup_logging
-from .metrics import MULTIPROC_ENV
 from .store.db import DatabaseUnavailable, database_url, prepare_database
+from .web.connections import GatewayRunner, listen
+from .web.logs import AccessLogger, access_logger, setup_logging
+from .web.metrics import MULTIPROC_ENV
 
 log = logging.getLogger(__name__)
 

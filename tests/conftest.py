@@ -30,11 +30,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
 from gateway.config import Config, build_config
-from gateway.connections import GatewayRunner
-from gateway.echo import create_echo_app
+from gateway.demo.echo import create_echo_app
 from gateway.policy.passwords import Passwords
 from gateway.store import users
 from gateway.store.db import embedded_postgres, migrate
+from gateway.web.connections import GatewayRunner
 
 PASSWORD = "correct horse battery staple"
 

@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from conftest import NONSENSE_HOSTS, PASSWORD, create_user, fresh_get, sign_in
 from upstreams import RawResponse, closed_port, raw_request, recorder
 
-from gateway.pages import BAD_CREDENTIALS
+from gateway.web.login import BAD_CREDENTIALS
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 LEAKS = ("Traceback", 'File "', "site-packages", ROOT, '.py", line', "asyncpg", "Exception")

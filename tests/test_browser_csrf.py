@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 from chromium import click_and_wait, replay, session_cookie, sign_in
 from conftest import PASSWORD, create_user, metric, scrape
 
-from gateway.state import CSRF
+from gateway.web.forms import CSRF
 
 ATTACK_PAGE = """<!doctype html><html><body>
 <form method="post" action="{action}">{fields}</form>

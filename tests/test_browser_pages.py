@@ -14,7 +14,7 @@ from chromium import click_and_wait, look, sign_in
 from conftest import create_user, metric, scrape
 from upstreams import closed_port
 
-from gateway.state import POOL
+from gateway.web.database import POOL
 
 RULES = [
     {"path": "/public/", "policy": "public"},

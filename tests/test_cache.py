@@ -11,8 +11,9 @@ from conftest import fresh_get, sign_in
 from prometheus_client import REGISTRY
 
 from gateway import counters
-from gateway.state import INVALIDATOR, SESSIONS
 from gateway.store.session_cache import LISTENER_APPLICATION_NAME, Entry, SessionCache
+from gateway.web.database import INVALIDATOR
+from gateway.web.exchange import SESSIONS
 
 API = {"Accept": "application/json"}
 

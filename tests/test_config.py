@@ -753,6 +753,6 @@ def test_repo_config_toml_loads():
 def test_reserved_identity_names_cover_every_header_the_proxy_rebuilds_or_drops():
     # An identity header named like one of these would be dropped, or sent twice.
     from gateway.header_names import RESERVED
-    from gateway.proxy import REQUEST_DROP
+    from gateway.web.headers import REQUEST_DROP
 
     assert REQUEST_DROP <= RESERVED

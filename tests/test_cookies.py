@@ -20,8 +20,9 @@ from conftest import create_user
 from upstreams import raw_request, raw_upstream, recorder
 
 from gateway.policy.identity import Identity
-from gateway.state import CSRF, SESSIONS
 from gateway.store.users import get_user
+from gateway.web.exchange import SESSIONS
+from gateway.web.forms import CSRF
 
 PUBLIC_URL = "https://gw.example.com"
 SESSION = "__Host-gateway_session"

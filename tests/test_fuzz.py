@@ -143,4 +143,6 @@ async def test_fuzzed_requests_get_no_5xx_no_traceback_and_no_hang(gateway, alic
     ]
     # The only warnings a fuzzer may cause are the gateway's own one-line notes
     # of refused forms (CSRF), never a traceback.
-    assert [n for n in noisy if not (n[0] == "gateway.pages" and n[2].startswith("refused "))] == []
+    assert [
+        n for n in noisy if not (n[0] == "gateway.web.forms" and n[2].startswith("refused "))
+    ] == []

@@ -19,7 +19,8 @@ import pytest
 from conftest import cli_env, free_port, sign_in, start_cli
 from upstreams import Relay
 
-from gateway.state import INVALIDATOR, SESSIONS
+from gateway.web.database import INVALIDATOR
+from gateway.web.exchange import SESSIONS
 
 API = {"Accept": "application/json"}
 TRUST = 2.0  # session.cache_trust below

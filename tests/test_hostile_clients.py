@@ -20,8 +20,8 @@ import pytest
 from conftest import metric, scrape, sign_in
 from upstreams import echo_subprocess, recorder
 
-from gateway.connections import PENDING_GRACE_SECONDS
-from gateway.proxy import WEBSOCKET_SLOTS
+from gateway.web.connections import PENDING_GRACE_SECONDS
+from gateway.web.proxy import WEBSOCKET_SLOTS
 
 RULES = [{"path": "/public/", "policy": "public"}, {"path": "/admin/", "policy": "deny"}]
 JSON_HEADER = {"Accept": "application/json"}
@@ -392,7 +392,7 @@ async def test_garbage_is_one_sampled_info_line_and_a_count_never_a_traceback(ga
     assert all(statuses(a) == [400] for a in answers)
     assert metric(await scrape(client), "gateway_bad_requests_total") - before == 40
     assert [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info] == []
-    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.connections"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.web.connections"]
     assert 1 <= len(lines) <= min(40, 10 * seconds)  # 10 a second at most
     assert all(line.startswith("bad request from 127.0.0.1: ") for line in lines)
 

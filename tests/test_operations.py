@@ -51,10 +51,11 @@ from gateway.config import (
     Upstream,
     build_config,
 )
-from gateway.logs import ACCESS_LOGGER, AccessLogger, setup_logging
-from gateway.metrics import FOLD_SECONDS
-from gateway.state import CONFIG, POOL
 from gateway.store import retention
+from gateway.web.database import POOL
+from gateway.web.exchange import CONFIG
+from gateway.web.logs import ACCESS_LOGGER, AccessLogger, setup_logging
+from gateway.web.metrics import FOLD_SECONDS
 
 PUBLIC_RULE = [{"path": "/public/", "policy": "public"}]
 JSON_ACCEPT = {"Accept": "application/json"}

@@ -93,13 +93,13 @@ async def test_a_csrf_refusal_is_logged_with_its_reason_and_counted(
     token = await csrf_token(client)
     before = metric(await scrape(client), "gateway_csrf_refused_total", kind=kind)
     form = {"csrf_token": token, "username": "alice", "password": PASSWORD}
-    with caplog.at_level(logging.WARNING, logger="gateway.pages"):
+    with caplog.at_level(logging.WARNING, logger="gateway.web.forms"):
         response = await client.post(
             "/_gateway/login", data=form, headers=headers, allow_redirects=False
         )
     assert response.status == 403
     assert await db.fetchval("SELECT count(*) FROM sessions") == 0
-    refusals = [r.getMessage() for r in caplog.records if r.name == "gateway.pages"]
+    refusals = [r.getMessage() for r in caplog.records if r.name == "gateway.web.forms"]
     assert refusals == [f"refused POST /_gateway/login from 127.0.0.1: {detail}"]
     assert token not in refusals[0] and PASSWORD not in refusals[0]
     after = metric(await scrape(client), "gateway_csrf_refused_total", kind=kind)
@@ -119,10 +119,10 @@ async def test_a_missing_cookie_or_a_bad_token_is_named_too(
         client.session.cookie_jar.clear()
     form = {"csrf_token": real if token else "forged", "username": "alice", "password": PASSWORD}
     before = metric(await scrape(client), "gateway_csrf_refused_total", kind=kind)
-    with caplog.at_level(logging.WARNING, logger="gateway.pages"):
+    with caplog.at_level(logging.WARNING, logger="gateway.web.forms"):
         response = await client.post("/_gateway/login", data=form, allow_redirects=False)
     assert response.status == 403
-    (message,) = [r.getMessage() for r in caplog.records if r.name == "gateway.pages"]
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "gateway.web.forms"]
     assert real not in message
     assert metric(await scrape(client), "gateway_csrf_refused_total", kind=kind) - before == 1
 

@@ -12,8 +12,6 @@ from conftest import NONSENSE_HOSTS
 from multidict import CIMultiDict
 
 from gateway.config import Rule
-from gateway.forward_auth import OriginalRequest, Unparseable, original_request
-from gateway.pages import rd_from_query
 from gateway.policy.paths import (
     BadPath,
     _request_host,
@@ -23,6 +21,8 @@ from gateway.policy.paths import (
     valid_host,
 )
 from gateway.policy.rules import AUTHENTICATED, DENY, PUBLIC, RuleSet
+from gateway.web.forward_auth import OriginalRequest, Unparseable, original_request
+from gateway.web.login import rd_from_query
 
 # --- normalize_path ---------------------------------------------------------
 
@@ -293,7 +293,7 @@ def test_memoised_answers_follow_every_describing_header():
 
 
 def test_long_original_requests_are_answered_but_not_memoised():
-    from gateway.forward_auth import MEMO_MAX_CHARS, _original_request
+    from gateway.web.forward_auth import MEMO_MAX_CHARS, _original_request
 
     before = _original_request.cache_info().currsize
     for i in range(20):

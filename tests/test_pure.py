@@ -28,8 +28,8 @@ from gateway.policy.paths import normalize_host
 from gateway.policy.redirects import safe_redirect
 from gateway.policy.rules import Decision, RuleSet
 from gateway.policy.upstreams import UpstreamTable
-from gateway.proxy import MEMO_KEY_CHARS, HeaderRules, _Dropper
 from gateway.store.sessions import hash_token, is_token, new_token
+from gateway.web.headers import MEMO_KEY_CHARS, HeaderRules, _Dropper
 
 # ==========================================================================
 # redirects.safe_redirect

@@ -30,8 +30,8 @@ import psutil
 import pytest
 from conftest import PASSWORD, cli_env, create_user, free_port, start_cli
 
-from gateway.metrics import FOLD_SECONDS
 from gateway.store.session_cache import LISTENER_APPLICATION_NAME
+from gateway.web.metrics import FOLD_SECONDS
 
 API = {"Accept": "application/json"}
 COOKIE = "gateway_session"  # http public URL, no domain: no __Host- prefix

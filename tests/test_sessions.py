@@ -9,8 +9,8 @@ import pytest
 from conftest import PASSWORD, create_user, csrf_token, fresh_get, sign_in
 from yarl import URL
 
-from gateway.pages import BAD_CREDENTIALS
 from gateway.store.sessions import TOUCH_INTERVAL
+from gateway.web.login import BAD_CREDENTIALS
 
 API = {"Accept": "application/json"}
 

@@ -20,8 +20,8 @@ import pytest
 from conftest import PASSWORD, create_user, csrf_token, sign_in
 from multidict import CIMultiDict
 
-from gateway.pages import BAD_CREDENTIALS, THROTTLED
 from gateway.policy.passwords import Passwords
+from gateway.web.login import BAD_CREDENTIALS, THROTTLED
 
 LOGIN = "/_gateway/login"
 SESSION_COOKIE = "gateway_session"

@@ -129,7 +129,7 @@ def closed_port() -> int:
 _ECHO_CHILD = """
 import socket, sys
 from aiohttp import web
-from gateway.echo import create_echo_app
+from gateway.demo.echo import create_echo_app
 sock = socket.socket(fileno=int(sys.argv[1]))
 web.run_app(create_echo_app(), sock=sock, print=None, handle_signals=True)
 """
@@ -137,7 +137,7 @@ web.run_app(create_echo_app(), sock=sock, print=None, handle_signals=True)
 
 @asynccontextmanager
 async def echo_subprocess() -> AsyncIterator[str]:
-    """gateway.echo in its own process (another core), on a socket we bound first."""
+    """gateway.demo.echo in its own process (another core), on a socket we bound first."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)

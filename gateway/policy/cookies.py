@@ -7,6 +7,26 @@ of it, is ambiguous and so counts as absent (docs/security.md).
 from __future__ import annotations
 
 import unicodedata
+from dataclasses import dataclass
+
+from ..config import Config
+
+
+@dataclass(frozen=True)
+class CookieNames:
+    session: str
+    csrf: str
+    all: frozenset[str] = frozenset()  # both names; filled in by cookie_names()
+
+
+def cookie_names(config: Config) -> CookieNames:
+    """On https with a host-only cookie, '__Host-' makes the browser refuse any
+    copy set by a sibling subdomain or over plain http (cookie tossing)."""
+    base = config.session.cookie_name
+    prefix = "__Host-" if config.server.https and not config.session.cookie_domain else ""
+    session, csrf = prefix + base, prefix + base + "_csrf"
+    return CookieNames(session=session, csrf=csrf, all=frozenset((session, csrf)))
+
 
 # Cookie names and values are trimmed of these and only these: Python's
 # str.strip() also removes Unicode spaces (U+00A0, U+2000-200A, U+3000, ...),

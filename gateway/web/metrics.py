@@ -21,12 +21,12 @@ from datetime import timedelta
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
-from . import counters
-from .counters import DB_POOL, REQUESTS
-from .http_util import peer_trusted
-from .state import CLOCK, CONFIG, POOL, Exchange
-from .store import sessions
-from .store.db import DB_ERRORS
+from .. import counters
+from ..counters import DB_POOL, REQUESTS
+from ..store import sessions
+from ..store.db import DB_ERRORS
+from .database import POOL
+from .exchange import CLOCK, CONFIG, Exchange, exchange
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def count_response(request: web.Request, response: web.StreamResponse, ex: Excha
 
 async def metrics(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
-    if not peer_trusted(request):
+    if not exchange(request).peer_trusted():
         return web.Response(status=403, text="metrics are for trusted proxies only\n")
     counters.fold()  # this worker's counts are exact; other workers' at most FOLD_SECONDS behind
     body = generate_latest(_registry())

@@ -16,8 +16,8 @@ from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
 
-from .config import IdentityHeaders
-from .resources import favicon_uri
+from ..config import IdentityHeaders
+from ..resources import favicon_uri
 
 _ZEROS = bytes(1024 * 1024)
 

@@ -15,9 +15,8 @@ from typing import IO
 import asyncpg
 from aiohttp import web
 
-from . import connections
-from .app import create_app
-from .config import (
+from ..app import create_app
+from ..config import (
     Config,
     DatabaseConfig,
     Rule,
@@ -25,12 +24,13 @@ from .config import (
     Upstream,
     parse_listen,
 )
-from .connections import GatewayRunner
+from ..policy.passwords import Passwords
+from ..store import users
+from ..store.db import database_url, migrate
+from ..web import connections
+from ..web.connections import GatewayRunner
+from ..web.logs import AccessLogger, access_logger
 from .echo import create_echo_app
-from .logs import AccessLogger, access_logger
-from .policy.passwords import Passwords
-from .store import users
-from .store.db import database_url, migrate
 
 DEMO_USER = "demo"
 

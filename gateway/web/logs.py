@@ -15,9 +15,8 @@ from datetime import UTC, datetime
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from .config import LogConfig
-from .http_util import peer_ip, request_id
-from .state import EXCHANGE, Exchange
+from ..config import LogConfig
+from .exchange import EXCHANGE, Exchange
 
 ACCESS_LOGGER = "gateway.access"
 
@@ -55,16 +54,16 @@ def setup_logging(config: LogConfig) -> None:
 def access_fields(request: web.BaseRequest, response: web.StreamResponse, seconds: float) -> dict:
     # A request refused before routing (a malformed one) has no Exchange.
     ex = request.get(EXCHANGE)
-    session = ex.session if ex is not None else None
+    session = ex.known_session if ex is not None else None
     return {
-        "request_id": ex.request_id if ex is not None else "",
+        "request_id": ex.request_id() if ex is not None else "",
         "method": request.method,
         "path": request.rel_url.raw_path,
         "status": response.status,
         "duration_ms": round(seconds * 1000, 2),
         "user": session.identity.username if session is not None else "",
         "upstream": ex.upstream_name if ex is not None else "",
-        "peer": peer_ip(request),
+        "peer": request.remote or "",
         "bytes": response.body_length,
     }
 
@@ -88,4 +87,4 @@ def access_logger(config: LogConfig) -> logging.Logger | None:
 
 def tag_response(request: web.Request, response: web.StreamResponse, ex: Exchange) -> None:
     """Before headers go out: every answer names its request id, for matching up logs."""
-    response.headers.setdefault("X-Request-ID", request_id(request, ex))
+    response.headers.setdefault("X-Request-ID", ex.request_id())

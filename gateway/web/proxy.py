@@ -11,97 +11,47 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 from yarl import URL
 
-from .auth import COOKIE_NAMES, access, identity_header_values, parsed_cookies
-from .config import Config, Upstream
-from .counters import CLIENT_ABORTS, UPSTREAM_SECONDS
-from .header_names import HOP_BY_HOP, REBUILT, ROUTING, header_key
-from .http_util import peer_ip, peer_trusted, request_id, wants_html
-from .pages import closed, error_page, login_url, not_allowed, try_again, unavailable
-from .policy.access import Verdict
-from .policy.cookies import is_own_cookie
-from .policy.identity import Session
-from .policy.paths import BadPath, normalize_path, request_host
-from .state import HTTP, UPSTREAMS, Exchange, exchange
+from ..config import Upstream
+from ..counters import CLIENT_ABORTS, UPSTREAM_SECONDS
+from ..policy.access import Verdict
+from ..policy.identity import Session
+from ..policy.paths import BadPath, normalize_path, request_host
+from ..policy.upstreams import UpstreamTable
+from .errors import closed, error_page, not_allowed, try_again, unavailable
+from .exchange import COOKIE_NAMES, Exchange, exchange
+from .headers import is_websocket, response_headers, upstream_headers
 
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
 
-# aiohttp's WebSocket client writes its own handshake headers.
-WEBSOCKET_HANDSHAKE = frozenset(
-    {
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-extensions",
-        "sec-websocket-protocol",
-        "sec-websocket-accept",
-    }
-)
+UPSTREAMS = web.AppKey("upstreams", UpstreamTable)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
 
 
-REQUEST_DROP = HOP_BY_HOP | REBUILT
-NOTHING: frozenset[str] = frozenset()
-# Memos keyed by client-shaped strings keep keys up to this long only.
-MEMO_KEY_CHARS = 64
-WEBSOCKET_DROP = REQUEST_DROP | WEBSOCKET_HANDSHAKE
+async def http_client(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: one client for every upstream.
 
-
-class HeaderRules:
-    """Per-app header decisions, made once per header name, so the hot path
-    does no string building: most requests carry the same dozen names."""
-
-    def __init__(self, config: Config) -> None:
-        ih = config.identity_headers
-        self.identity = ih
-        identity = frozenset(header_key(n) for n in ih.names())
-        # One memo per kind of request: (websocket?, from a trusted proxy?).
-        self._droppers = {
-            (websocket, trusted): _Dropper(
-                WEBSOCKET_DROP if websocket else REQUEST_DROP,
-                identity if trusted else identity | ROUTING,
-            )
-            for websocket in (False, True)
-            for trusted in (False, True)
-        }
-
-    def dropper(self, websocket: bool, trusted: bool) -> Callable[[str], bool]:
-        """`dropped(name)`: is this request header never forwarded (hop-by-hop,
-        rebuilt, identity, or a routing claim from a peer we do not trust)?"""
-        return self._droppers[websocket, trusted].dropped
-
-
-class _Dropper:
-    # Names are client-chosen: the memo keeps short ones only and starts over
-    # when full, so junk names can neither grow it nor crowd out common ones.
-    MEMO_LIMIT = 1024
-
-    __slots__ = ("_exact", "_folded", "_memo")
-
-    def __init__(self, exact: frozenset[str], folded: frozenset[str]) -> None:
-        self._exact = exact  # lower-case names
-        self._folded = folded  # header_key()s: every spelling of these goes
-        self._memo: dict[str, bool] = {}
-
-    def dropped(self, name: str) -> bool:
-        memo = self._memo
-        verdict = memo.get(name)
-        if verdict is None:
-            verdict = name.lower() in self._exact or header_key(name) in self._folded
-            if len(name) <= MEMO_KEY_CHARS:
-                if len(memo) >= self.MEMO_LIMIT:
-                    memo.clear()
-                memo[name] = verdict
-        return verdict
-
-
-HEADER_RULES = web.AppKey("header_rules", HeaderRules)
+    Keep-alive pools per host, no cookie jar (cookies belong to the browser),
+    bodies passed through compressed. No limit on connections: a request never
+    waits for one that a WebSocket or a long download holds (the 257th used
+    to, with 256 per host). WebSockets have their own cap per upstream
+    (WebSocketSlots).
+    """
+    async with aiohttp.ClientSession(
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
+    ) as session:
+        app[HTTP] = session
+        yield
 
 
 class WebSocketSlots:
@@ -127,90 +77,6 @@ class WebSocketSlots:
 
 
 WEBSOCKET_SLOTS = web.AppKey("websocket_slots", WebSocketSlots)
-
-
-def _connection_listed(headers: CIMultiDict[str] | object) -> frozenset[str]:
-    if "Connection" not in headers:  # type: ignore[operator]
-        return NOTHING  # the common case for requests: no set is built
-    value = ",".join(headers.getall("Connection"))  # type: ignore[attr-defined]
-    if len(value) > MEMO_KEY_CHARS:
-        return _connection_tokens.__wrapped__(value)  # client-shaped: not kept
-    return _connection_tokens(value)
-
-
-@functools.lru_cache(maxsize=256)
-def _connection_tokens(value: str) -> frozenset[str]:
-    # Memoised: nearly every upstream answer says "Connection: keep-alive".
-    return frozenset(token.strip().lower() for token in value.split(","))
-
-
-@functools.lru_cache(maxsize=256)
-def _response_drop(listed: frozenset[str]) -> frozenset[str]:
-    return HOP_BY_HOP | listed
-
-
-def upstream_headers(
-    request: web.Request,
-    ex: Exchange,
-    session: Session | None,
-    *,
-    websocket: bool = False,
-) -> list[tuple[str, str]]:
-    """The headers the app gets: the client's, minus what must not pass, plus ours.
-
-    A list, not a CIMultiDict: aiohttp's client copies whatever it is given
-    into its own, and a list is the cheapest thing to build and to copy.
-    """
-    app = ex.app
-    rules = app[HEADER_RULES]
-    headers = request.headers
-    listed = _connection_listed(headers)
-    trusted = peer_trusted(request, app)
-    dropped = rules.dropper(websocket, trusted)
-    out = [
-        (name, value)
-        for name, value in headers.items()
-        if not (dropped(name) or (listed and name.lower() in listed))
-    ]
-
-    # The app never sees the session token; its own cookies pass untouched.
-    if "cookie" not in listed:
-        rest = parsed_cookies(request, ex)[1]
-        if rest:
-            out.append(("Cookie", rest))
-
-    peer = request.remote or ""
-    if trusted:
-        # Several X-Forwarded-For lines are one list (RFC 9110 5.3): keep them all.
-        forwarded_for = ", ".join(headers.getall("X-Forwarded-For", ()))
-        proto = headers.get("X-Forwarded-Proto", "")
-        host = headers.get("X-Forwarded-Host", "")
-    else:
-        forwarded_for = proto = host = ""
-    out.append(("X-Forwarded-For", f"{forwarded_for}, {peer}" if forwarded_for else peer))
-    out.append(("X-Forwarded-Proto", proto or request.scheme))
-    out.append(("X-Forwarded-Host", host or request.host))
-    out.append(("X-Request-ID", request_id(request, ex)))
-
-    if session is not None:
-        out.extend(identity_header_values(session.identity, rules.identity))
-    return out
-
-
-def response_headers(
-    upstream: aiohttp.ClientResponse, own_cookies: frozenset[str]
-) -> list[tuple[str, str]]:
-    drop = _response_drop(_connection_listed(upstream.headers))
-    out = []
-    for name, value in upstream.headers.items():
-        lower = name.lower()
-        if lower in drop:
-            continue
-        # An app may not set the gateway's own cookies, nor look-alikes of them.
-        if lower == "set-cookie" and is_own_cookie(value.split("=", 1)[0], own_cookies):
-            continue
-        out.append((name, value))
-    return out
 
 
 def origin_form(request: web.Request) -> str:
@@ -259,14 +125,6 @@ def _timeout(seconds: int) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
 
 
-def is_websocket(request: web.Request) -> bool:
-    return (
-        request.method == "GET"
-        and request.headers.get("Upgrade", "").lower() == "websocket"
-        and "upgrade" in _connection_listed(request.headers)
-    )
-
-
 async def handle(request: web.Request) -> web.StreamResponse:
     """Everything outside the gateway's own prefix lands here."""
     ex = exchange(request)
@@ -290,32 +148,31 @@ async def handle(request: web.Request) -> web.StreamResponse:
             request, 404, "Not found", "No application is configured here.", code="not_found"
         )
     ex.upstream_name = upstream.name
-    outcome, session = await access(request, ex, host, path, request.method)
+    outcome, session = await ex.access(host, path, request.method)
     if outcome is not Verdict.PASS:
-        return _refusal(request, outcome, session)
+        return _refusal(ex, outcome, session)
     if is_websocket(request):
         return await _relay_websocket(request, ex, upstream, session, origin)
     return await _forward(request, ex, upstream, session, origin)
 
 
-def _refusal(request: web.Request, outcome: Verdict, session: Session | None) -> web.Response:
+def _refusal(ex: Exchange, outcome: Verdict, session: Session | None) -> web.Response:
+    request = ex.request
     if outcome is Verdict.CLOSED:
         return closed(request)
     if outcome is Verdict.UNAVAILABLE:
         return unavailable(request)
     if outcome is Verdict.UNAUTHENTICATED:
-        return _unauthenticated(request)
+        return _unauthenticated(ex)
     assert session is not None  # FORBIDDEN: signed in, outside the groups
     return not_allowed(request, session.identity)
 
 
-def _unauthenticated(request: web.Request) -> web.Response:
-    exchange(request).gateway_page = True
-    if wants_html(request):
-        raise web.HTTPFound(login_url(request, origin_form(request)))
-    return web.json_response(
-        {"error": "unauthenticated", "login_url": login_url(request)}, status=401
-    )
+def _unauthenticated(ex: Exchange) -> web.Response:
+    ex.gateway_page = True
+    if ex.wants_html():
+        raise web.HTTPFound(ex.login_url(origin_form(ex.request)))
+    return web.json_response({"error": "unauthenticated", "login_url": ex.login_url()}, status=401)
 
 
 class _ClientBody:
@@ -362,7 +219,7 @@ def _client_left(request: web.Request, upstream: Upstream, stage: str) -> None:
     CLIENT_ABORTS.inc(stage)
     log.info(
         "client %s left during the %s (%s %s, upstream %s)",
-        peer_ip(request),
+        request.remote or "",
         stage,
         request.method,
         request.path,
@@ -407,7 +264,7 @@ def _body_stalled(request: web.Request) -> web.Response:
 async def _forward(
     request: web.Request, ex: Exchange, upstream: Upstream, session: Session | None, origin: str
 ) -> web.StreamResponse:
-    headers = upstream_headers(request, ex, session)
+    headers = upstream_headers(ex, session)
     body = _ClientBody(request, upstream.timeout) if request.body_exists else None
     timeout = _timeout(upstream.timeout)
     http = ex.app[HTTP]
@@ -428,7 +285,7 @@ async def _forward(
             _client_left(request, upstream, "upload")
             return _nobody_to_answer()
         if body is not None and body.stalled:
-            log.info("client %s stalled mid-body (%s)", peer_ip(request), request.path)
+            log.info("client %s stalled mid-body (%s)", request.remote, request.path)
             return await _unread_body_closes(request, _body_stalled(request))
         if isinstance(exc, TimeoutError):
             log.warning("upstream %s timed out", upstream.name)
@@ -471,7 +328,7 @@ async def _forward(
 async def _relay_websocket(
     request: web.Request, ex: Exchange, upstream: Upstream, session: Session | None, origin: str
 ) -> web.StreamResponse:
-    headers = upstream_headers(request, ex, session, websocket=True)
+    headers = upstream_headers(ex, session, websocket=True)
     protocols = [
         p.strip()
         for value in request.headers.getall("Sec-WebSocket-Protocol", ())

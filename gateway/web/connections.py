@@ -35,8 +35,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
 
-from .counters import BAD_REQUESTS, CONNECTIONS_DROPPED
-from .state import CONFIG, TRUSTED_PEER
+from ..counters import BAD_REQUESTS, CONNECTIONS_DROPPED
+from .exchange import CONFIG, TRUSTED_PEER
 
 log = logging.getLogger(__name__)
 

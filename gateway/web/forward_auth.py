@@ -16,11 +16,10 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .auth import access, identity_header_values
-from .http_util import peer_trusted
-from .policy.access import Verdict
-from .policy.paths import BadPath, normalize_host, normalize_path
-from .state import CONFIG, exchange
+from ..policy.access import Verdict
+from ..policy.paths import BadPath, normalize_host, normalize_path
+from .exchange import exchange
+from .headers import auth_headers
 
 METHODS = frozenset(
     {
@@ -167,8 +166,7 @@ _STATUS = {
 async def handle_auth(request: web.Request) -> web.Response:
     ex = exchange(request)
     ex.gateway_page = False  # headers for nginx, not a page: no browser hardening
-    app = ex.app
-    if not peer_trusted(request, app):
+    if not ex.peer_trusted():
         # Only a trusted proxy may describe "the original request"; anyone
         # else could simply claim to be asking about a public path.
         return _status(403, "untrusted-peer")
@@ -176,13 +174,11 @@ async def handle_auth(request: web.Request) -> web.Response:
         original = original_request(request.headers)
     except Unparseable as exc:
         return _status(400, f"bad-original-request: {exc}")
-    outcome, session = await access(request, ex, original.host, original.path, original.method)
+    outcome, session = await ex.access(original.host, original.path, original.method)
     if outcome is not Verdict.PASS:
         return _status(_STATUS[outcome], outcome.value)
     if session is None:
         return _status(200, "public")
     response = _status(200, "ok")
-    headers = response.headers
-    for name, value in identity_header_values(session.identity, app[CONFIG].identity_headers):
-        headers[name] = value
+    auth_headers(ex, response, session)
     return response
