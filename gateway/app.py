@@ -14,7 +14,19 @@ from .policy.rules import RuleSet
 from .policy.upstreams import UpstreamTable
 from .resources import favicon_uri, resource_dir
 from .store.throttle import Throttle
-from .web import account, database, errors, forward_auth, health, login, logs, metrics, proxy
+from .web import (
+    account,
+    database,
+    errors,
+    forward_auth,
+    health,
+    login,
+    logs,
+    metrics,
+    proxy,
+    upstream_client,
+    websocket,
+)
 from .web.exchange import CLOCK, CONFIG, COOKIE_NAMES, RULES, TRUSTED_PEER, exchange
 from .web.headers import HEADER_RULES, HeaderRules
 from .web.session_cookie import clear_stale_cookie
@@ -55,13 +67,13 @@ def create_app(config: Config, *, clock: Clock = utc_now) -> web.Application:
     app[RULES] = RuleSet(config.rules)
     app[proxy.UPSTREAMS] = UpstreamTable(config.upstreams)
     app[HEADER_RULES] = HeaderRules(config)
-    app[proxy.WEBSOCKET_SLOTS] = proxy.WebSocketSlots()
+    app[websocket.WEBSOCKET_SLOTS] = websocket.WebSocketSlots()
     app[login.THROTTLE] = Throttle(config.login, clock)
     app.cleanup_ctx.extend(
         [
             database.database,
             database.session_listener,
-            proxy.http_client,
+            upstream_client.http_client,
             login.passwords,
             metrics.sampler,
             database.purger,

@@ -21,7 +21,7 @@ from conftest import metric, scrape, sign_in
 from upstreams import echo_subprocess, recorder
 
 from gateway.web.connections import PENDING_GRACE_SECONDS
-from gateway.web.proxy import WEBSOCKET_SLOTS
+from gateway.web.websocket import WEBSOCKET_SLOTS
 
 RULES = [{"path": "/public/", "policy": "public"}, {"path": "/admin/", "policy": "deny"}]
 JSON_HEADER = {"Accept": "application/json"}

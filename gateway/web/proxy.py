@@ -8,14 +8,12 @@ frame after the same access check as any other request.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
-from yarl import URL
 
 from ..config import Upstream
 from ..counters import CLIENT_ABORTS, UPSTREAM_SECONDS
@@ -23,60 +21,17 @@ from ..policy.access import Verdict
 from ..policy.identity import Session
 from ..policy.paths import BadPath, normalize_path, request_host
 from ..policy.upstreams import UpstreamTable
+from . import websocket
 from .errors import closed, error_page, not_allowed, try_again, unavailable
 from .exchange import COOKIE_NAMES, Exchange, exchange
 from .headers import is_websocket, response_headers, upstream_headers
+from .upstream_client import HTTP, bad_gateway, client_timeout, gateway_timeout, target
 
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
 
 UPSTREAMS = web.AppKey("upstreams", UpstreamTable)
-HTTP = web.AppKey("http", aiohttp.ClientSession)
-
-
-async def http_client(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: one client for every upstream.
-
-    Keep-alive pools per host, no cookie jar (cookies belong to the browser),
-    bodies passed through compressed. No limit on connections: a request never
-    waits for one that a WebSocket or a long download holds (the 257th used
-    to, with 256 per host). WebSockets have their own cap per upstream
-    (WebSocketSlots).
-    """
-    async with aiohttp.ClientSession(
-        cookie_jar=aiohttp.DummyCookieJar(),
-        auto_decompress=False,
-        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-        connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
-    ) as session:
-        app[HTTP] = session
-        yield
-
-
-class WebSocketSlots:
-    """How many WebSockets are open to each upstream, against its `max_websockets`.
-
-    A WebSocket holds its upstream connection for as long as it lives; the
-    cap keeps thousands of them from exhausting the app (or this process)
-    with a clear 503 instead of a pile-up. Ordinary requests never count.
-    """
-
-    def __init__(self) -> None:
-        self.open: dict[str, int] = {}
-
-    def take(self, upstream: Upstream) -> bool:
-        held = self.open.get(upstream.name, 0)
-        if held >= upstream.max_websockets:
-            return False
-        self.open[upstream.name] = held + 1
-        return True
-
-    def release(self, upstream: Upstream) -> None:
-        self.open[upstream.name] -= 1
-
-
-WEBSOCKET_SLOTS = web.AppKey("websocket_slots", WebSocketSlots)
 
 
 def origin_form(request: web.Request) -> str:
@@ -87,42 +42,6 @@ def origin_form(request: web.Request) -> str:
     """
     raw = request.raw_path
     return raw if raw.startswith("/") else request.rel_url.raw_path_qs
-
-
-def _target(upstream: Upstream, origin: str, scheme: str | None = None) -> URL:
-    base = upstream.url
-    if scheme:
-        base = scheme + base[base.index(":") :]
-    # The client's exact encoding: the app sees what was sent.
-    return URL(base + origin, encoded=True)
-
-
-def _bad_gateway(request: web.Request) -> web.Response:
-    return error_page(
-        request,
-        502,
-        "Bad gateway",
-        "The application behind this gateway is not answering right now.",
-        code="bad_gateway",
-        actions=try_again(request),
-    )
-
-
-def _gateway_timeout(request: web.Request) -> web.Response:
-    return error_page(
-        request,
-        504,
-        "Gateway timeout",
-        "The application behind this gateway took too long to answer.",
-        code="gateway_timeout",
-        actions=try_again(request),
-    )
-
-
-@functools.lru_cache(maxsize=64)
-def _timeout(seconds: int) -> aiohttp.ClientTimeout:
-    # Per read, not per response: a long download is fine while bytes keep coming.
-    return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -152,7 +71,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     if outcome is not Verdict.PASS:
         return _refusal(ex, outcome, session)
     if is_websocket(request):
-        return await _relay_websocket(request, ex, upstream, session, origin)
+        return await websocket.relay(request, ex, upstream, session, origin)
     return await _forward(request, ex, upstream, session, origin)
 
 
@@ -266,13 +185,13 @@ async def _forward(
 ) -> web.StreamResponse:
     headers = upstream_headers(ex, session)
     body = _ClientBody(request, upstream.timeout) if request.body_exists else None
-    timeout = _timeout(upstream.timeout)
+    timeout = client_timeout(upstream.timeout)
     http = ex.app[HTTP]
     started = time.perf_counter()
     try:
         upstream_response = await http.request(
             request.method,
-            _target(upstream, origin),
+            target(upstream, origin),
             headers=headers,
             data=body,
             timeout=timeout,
@@ -289,9 +208,9 @@ async def _forward(
             return await _unread_body_closes(request, _body_stalled(request))
         if isinstance(exc, TimeoutError):
             log.warning("upstream %s timed out", upstream.name)
-            return await _unread_body_closes(request, _gateway_timeout(request))
+            return await _unread_body_closes(request, gateway_timeout(request))
         log.warning("upstream %s unreachable: %s", upstream.name, exc)
-        return await _unread_body_closes(request, _bad_gateway(request))
+        return await _unread_body_closes(request, bad_gateway(request))
     UPSTREAM_SECONDS.observe(upstream.name, time.perf_counter() - started)
 
     async with upstream_response:
@@ -323,104 +242,3 @@ async def _forward(
             if request.transport is not None:
                 request.transport.abort()
     return response
-
-
-async def _relay_websocket(
-    request: web.Request, ex: Exchange, upstream: Upstream, session: Session | None, origin: str
-) -> web.StreamResponse:
-    headers = upstream_headers(ex, session, websocket=True)
-    protocols = [
-        p.strip()
-        for value in request.headers.getall("Sec-WebSocket-Protocol", ())
-        for p in value.split(",")
-        if p.strip()
-    ]
-    if not web.WebSocketResponse().can_prepare(request).ok:
-        # A broken client handshake: refuse before opening anything upstream.
-        return error_page(
-            request,
-            400,
-            "Bad request",
-            "This WebSocket handshake is invalid.",
-            code="bad_websocket",
-        )
-    slots = ex.app[WEBSOCKET_SLOTS]
-    if not slots.take(upstream):
-        log.warning(
-            "upstream %s: %d WebSockets open, refusing one more",
-            upstream.name,
-            upstream.max_websockets,
-        )
-        return error_page(
-            request,
-            503,
-            "Too many connections",
-            "The application has as many live connections open as it may. Please try again.",
-            code="too_many_websockets",
-            actions=try_again(request),
-        )
-    try:
-        return await _relay_websocket_in_slot(request, ex, upstream, headers, protocols, origin)
-    finally:
-        slots.release(upstream)
-
-
-async def _relay_websocket_in_slot(
-    request: web.Request,
-    ex: Exchange,
-    upstream: Upstream,
-    headers: list[tuple[str, str]],
-    protocols: list[str],
-    origin: str,
-) -> web.StreamResponse:
-    scheme = "wss" if upstream.url.startswith("https") else "ws"
-    try:
-        to_app = await ex.app[HTTP].ws_connect(
-            _target(upstream, origin, scheme),
-            headers=headers,
-            protocols=protocols,
-            timeout=aiohttp.ClientWSTimeout(ws_close=10),
-            max_msg_size=0,
-            autoping=True,
-        )
-    except TimeoutError:
-        return _gateway_timeout(request)
-    except aiohttp.WSServerHandshakeError as exc:
-        # The app answered, just not with 101 (a plain HTTP route): its status
-        # is the honest answer, as nginx would pass it on.
-        response = web.Response(status=exc.status if 200 <= exc.status < 600 else 502)
-        response.force_close()
-        return response
-    except aiohttp.ClientError as exc:
-        log.warning("upstream %s websocket failed: %s", upstream.name, exc)
-        return _bad_gateway(request)
-
-    to_client = web.WebSocketResponse(
-        protocols=[to_app.protocol] if to_app.protocol else (), max_msg_size=0, autoping=True
-    )
-
-    async def pump(source, sink) -> None:
-        async for message in source:
-            if message.type == aiohttp.WSMsgType.TEXT:
-                await sink.send_str(message.data)
-            elif message.type == aiohttp.WSMsgType.BINARY:
-                await sink.send_bytes(message.data)
-            else:
-                break
-        await sink.close(code=source.close_code or aiohttp.WSCloseCode.OK)
-
-    try:
-        await to_client.prepare(request)
-        tasks = [
-            asyncio.create_task(pump(to_client, to_app)),
-            asyncio.create_task(pump(to_app, to_client)),
-        ]
-        _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-    finally:
-        await to_app.close()
-        if to_client.prepared:  # not when the client left before the handshake answer
-            await to_client.close()
-    return to_client
