@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .errors import fails_closed
 from .exchange import exchange
 
 
-@fails_closed
 async def userinfo(request: web.Request) -> web.Response:
     ex = exchange(request)
     ex.gateway_page = True
-    session = await ex.session()
+    session, known = await ex.session_if_known()
+    if not known:
+        return web.json_response({"error": "unavailable"}, status=503)
     if session is None:
         return web.json_response({"error": "unauthenticated"}, status=401)
     ident = session.identity
