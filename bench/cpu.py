@@ -33,6 +33,7 @@ from pathlib import Path
 import run as bench  # bench/run.py: the same processes, configs and helpers
 
 VARIANTS = Path(__file__).resolve().with_name("variants.py")
+AUTH_PATH = "/_gateway/auth"  # the gateway's, and bare_proxy.py's stand-in
 
 
 def cpu_ticks(pids: list[int]) -> int:
@@ -47,6 +48,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--py-spy", action="store_true", help="also record py-spy profiles")
     parser.add_argument(
         "--variant", default="", help="run the gateway through bench/variants.py with these"
+    )
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="load /auth (nginx's question, from a trusted peer) instead of the proxy",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, profiles)")
     args = parser.parse_args(argv)
@@ -78,9 +84,12 @@ def measure(args: argparse.Namespace, work: Path, procs: bench.Processes) -> Non
             argv += ["--upstream", f"http://{bench.HOST}:{up}", "--workers", "1"]
             bare = bench.start_python_server(procs, "bare-proxy", argv, bare_port, 1)
             token = bench.sign_in(port, username)[0]
+            cookie = f"Cookie: {bench.SESSION_COOKIE}={token}"
+            # --auth: the question nginx asks per request; the floor answers it bare.
+            asked = [f"X-Original-URL: http://{bench.HOST}:{up}{bench.PATH}"] if args.auth else []
             servers = {
-                "gateway": (gateway, [f"Cookie: {bench.SESSION_COOKIE}={token}"]),
-                "bare proxy": (bare, []),
+                "gateway": (gateway, [cookie, *asked]),
+                "bare proxy": (bare, asked),
             }
             load(args, wrk, servers)
             if args.py_spy:
@@ -96,7 +105,7 @@ def load(args: argparse.Namespace, wrk: str, servers: dict) -> None:
         before = cpu_ticks(server.pids)
         result = bench.run_wrk(
             wrk,
-            f"http://{bench.HOST}:{server.port}{bench.PATH}",
+            f"http://{bench.HOST}:{server.port}{AUTH_PATH if args.auth else bench.PATH}",
             threads=1,
             connections=args.connections,
             duration=seconds,

@@ -13,6 +13,8 @@ Never for production: it patches the gateway in this process only, to answer
   handler's duties (session, rules, headers, request id, timing).
 - `no-before-headers`: the before-headers steps (security headers, stale
   cookie, request count, X-Request-ID) emptied; the signal itself stays.
+- `no-memo-NAME`: one of the hot path's memos turned off (NAME: see MEMOS),
+  to show what it saves; each memo in gateway/ names the figure it earned.
 - `extra-headers` (with bare-handler): the bare handler also sends the eight
   headers the gateway adds upstream (X-Forwarded-*, X-Request-ID, identity),
   with fixed values: what aiohttp's client charges for them.
@@ -26,11 +28,60 @@ import bare_proxy
 from aiohttp import web
 
 import gateway.app
+import gateway.policy.cookies
+import gateway.policy.paths
+import gateway.policy.peers
 import gateway.server
+import gateway.web.forward_auth
+import gateway.web.headers
 import gateway.web.proxy
+import gateway.web.upstream_client
 from gateway.cli import main
 
-VARIANTS = ("bare-handler", "no-before-headers", "extra-headers")
+
+def _no_memo_trusted_peer() -> None:
+    def trusted_peer_check(trusted):
+        return lambda ip: gateway.policy.peers.is_trusted(ip, trusted)
+
+    gateway.app.trusted_peer_check = trusted_peer_check
+
+
+def _no_memo_cookie_names() -> None:
+    folded = gateway.policy.cookies._folded
+
+    def fresh(own):
+        gateway.policy.cookies._FOLDED.clear()
+        return folded(own)
+
+    gateway.policy.cookies._folded = fresh
+
+
+def _no_memo_header_names() -> None:
+    def dropped(self, name: str) -> bool:
+        return name.lower() in self._exact or gateway.web.headers.header_key(name) in self._folded
+
+    gateway.web.headers._Dropper.dropped = dropped
+
+
+def _unwrap(module, name: str, *also) -> None:
+    plain = getattr(module, name).__wrapped__
+    for where in (module, *also):
+        setattr(where, name, plain)
+
+
+MEMOS = {
+    "trusted-peer": _no_memo_trusted_peer,
+    "cookie-names": _no_memo_cookie_names,
+    "header-names": _no_memo_header_names,
+    "connection-tokens": lambda: _unwrap(gateway.web.headers, "_connection_tokens"),
+    "response-drop": lambda: _unwrap(gateway.web.headers, "_response_drop"),
+    "client-timeout": lambda: _unwrap(
+        gateway.web.upstream_client, "client_timeout", gateway.web.proxy
+    ),
+    "host": lambda: _unwrap(gateway.policy.paths, "_request_host"),
+    "original-request": lambda: _unwrap(gateway.web.forward_auth, "_original_request"),
+}
+VARIANTS = ("bare-handler", "no-before-headers", "extra-headers", *(f"no-memo-{m}" for m in MEMOS))
 ADDED_UPSTREAM = (
     "X-Forwarded-For",
     "X-Forwarded-Proto",
@@ -76,6 +127,9 @@ def apply(names: list[str]) -> None:
         bare_handler(extra_headers="extra-headers" in names)
     if "no-before-headers" in names:
         gateway.app._BEFORE_HEADERS = ()
+    for name in names:
+        if name.startswith("no-memo-"):
+            MEMOS[name.removeprefix("no-memo-")]()
 
 
 if __name__ == "__main__":

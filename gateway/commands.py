@@ -44,18 +44,25 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 @contextlib.asynccontextmanager
-async def _connection(config: Config) -> AsyncIterator[asyncpg.Connection]:
-    """A migrated database connection for one CLI command."""
+async def _migrated(config: Config) -> AsyncIterator[tuple[asyncpg.Connection, list[str]]]:
+    """A connection to the configured (or embedded) database, migrated first;
+    and the migrations that this applied."""
     with database_url(config.database.url, config.database.data_dir) as url:
         try:
             conn = await asyncpg.connect(url, timeout=10)
         except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             raise CliError(f"database: cannot connect: {exc}") from None
         try:
-            await migrate(conn)
-            yield conn
+            yield conn, await migrate(conn)
         finally:
             await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def _connection(config: Config) -> AsyncIterator[asyncpg.Connection]:
+    """A migrated database connection for one CLI command."""
+    async with _migrated(config) as (conn, _):
+        yield conn
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -119,16 +126,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 async def cmd_migrate(args: argparse.Namespace) -> int:
-    config = _config(args)
-    with database_url(config.database.url, config.database.data_dir) as url:
-        try:
-            conn = await asyncpg.connect(url, timeout=10)
-        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-            raise CliError(f"database: cannot connect: {exc}") from None
-        try:
-            applied = await migrate(conn)
-        finally:
-            await conn.close()
+    async with _migrated(_config(args)) as (_, applied):
+        pass
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
     return 0
 
