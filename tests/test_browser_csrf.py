@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from chromium import click_and_wait, replay, session_cookie, sign_in
-from conftest import PASSWORD, create_user, metric, scrape
+from helpers import PASSWORD, create_user, metric, scrape
 
 from gateway.web.forms import CSRF
 

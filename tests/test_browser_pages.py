@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 from chromium import click_and_wait, look, sign_in
-from conftest import create_user, metric, scrape
+from helpers import create_user, metric, scrape
 from upstreams import closed_port
 
 from gateway.web.database import POOL

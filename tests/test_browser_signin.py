@@ -17,7 +17,7 @@ from chromium import (
     session_cookie,
     sign_in,
 )
-from conftest import PASSWORD, create_user
+from helpers import PASSWORD, create_user
 
 
 @pytest.mark.parametrize(

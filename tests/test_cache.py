@@ -7,7 +7,7 @@ import time
 from datetime import datetime, timedelta
 
 import pytest
-from conftest import fresh_get, sign_in
+from helpers import fresh_get, sign_in
 from prometheus_client import REGISTRY
 
 from gateway import counters

@@ -19,7 +19,7 @@ import aiohttp
 import argon2
 import asyncpg
 import pytest
-from conftest import PASSWORD, cli_env, create_user, free_port, fresh_get, sign_in, start_cli
+from helpers import PASSWORD, cli_env, create_user, free_port, fresh_get, sign_in, start_cli
 
 from gateway.cli import build_parser
 from gateway.store.db import embedded_postgres

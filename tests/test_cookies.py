@@ -16,7 +16,7 @@ import re
 from urllib.parse import quote
 
 import pytest
-from conftest import create_user
+from helpers import create_user
 from upstreams import raw_request, raw_upstream, recorder
 
 from gateway.policy.identity import Identity

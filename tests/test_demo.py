@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chromium import app_saw, click_and_wait, sign_in
-from conftest import free_port
+from helpers import free_port
 
 
 @dataclass

@@ -29,7 +29,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
-from conftest import free_port
+from helpers import free_port
 
 from gateway.cli import build_parser
 from gateway.config import build_config

@@ -38,7 +38,7 @@ import asyncpg
 import psutil
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import PASSWORD, FakeClock, GatewayTestServer, create_user, with_search_path
+from helpers import PASSWORD, FakeClock, GatewayTestServer, create_user, with_search_path
 from upstreams import Recorder, recorder
 
 from gateway.app import create_app

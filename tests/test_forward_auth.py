@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 import yarl
 from aiohttp.test_utils import TestClient
-from conftest import cookie_header, create_user, csrf_token, sign_in
+from helpers import cookie_header, create_user, csrf_token, sign_in
 from multidict import CIMultiDictProxy
 
 AUTH = "/_gateway/auth"
@@ -236,9 +236,11 @@ async def test_deny_rule_is_403_for_a_signed_in_user(start):
     assert (await ask(client, nginx(APP + "/other"), token)).status == 200
 
 
-async def test_deny_rule_is_never_200_anonymous(start):
+async def test_deny_rule_is_403_anonymous_too(start):
+    """Closed to everyone: signing in would not help, so no 401 invites it."""
     client, _ = await start(rule("/admin/", policy="deny"))
-    assert (await ask(client, nginx(APP + "/admin/users"))).status in (401, 403)
+    denied = await ask(client, nginx(APP + "/admin/users"))
+    assert denied.status == 403 and denied.identity() == {}
 
 
 async def test_groups_rule(start, db):

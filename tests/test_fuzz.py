@@ -18,7 +18,7 @@ import random
 import re
 from urllib.parse import quote
 
-from conftest import sign_in
+from helpers import sign_in
 
 SEED = int(os.environ.get("FUZZ_SEED", "20261203"))
 CASES = int(os.environ.get("FUZZ_CASES", "400"))

@@ -16,7 +16,7 @@ import time
 
 import aiohttp
 import pytest
-from conftest import cli_env, free_port, sign_in, start_cli
+from helpers import cli_env, free_port, sign_in, start_cli
 from upstreams import Relay
 
 from gateway.web.database import INVALIDATOR

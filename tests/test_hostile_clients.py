@@ -17,7 +17,7 @@ import time
 
 import aiohttp
 import pytest
-from conftest import metric, scrape, sign_in
+from helpers import metric, scrape, sign_in
 from upstreams import echo_subprocess, recorder
 
 from gateway.web.connections import PENDING_GRACE_SECONDS

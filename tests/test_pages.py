@@ -10,7 +10,7 @@ import logging
 import re
 
 import pytest
-from conftest import PASSWORD, csrf_token, metric, scrape, sign_in
+from helpers import PASSWORD, csrf_token, metric, scrape, sign_in
 from upstreams import closed_port, raw_request, raw_upstream
 
 API = {"Accept": "application/json"}

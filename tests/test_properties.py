@@ -1,9 +1,10 @@
 """Property tests for the pure parsers a client's bytes go through first: cookie
 splitting, path normalisation and the post-login redirect check.
 
-Where the example tables in test_pure.py say what happens to the spellings
-someone thought of, these say what must hold for every input hypothesis can
-make up. Seeded (derandomized) so a run is repeatable.
+Where the example tables (test_split_cookies.py, test_paths.py,
+test_redirects.py) say what happens to the spellings someone thought of,
+these say what must hold for every input hypothesis can make up. Seeded
+(derandomized) so a run is repeatable.
 """
 
 from __future__ import annotations

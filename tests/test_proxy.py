@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import create_user, sign_in
+from helpers import create_user, sign_in
 from upstreams import (
     GZIP_PAYLOAD,
     RawResponse,
@@ -492,8 +492,8 @@ async def test_no_spelling_of_a_denied_path_reaches_the_upstream(gateway, db, ta
     """The rule must judge the path the upstream will serve. Forwarding
     /public/../admin/secret as public hands /admin/secret to any upstream that
     resolves dot segments (nginx, Apache, Go, most frameworks): a deny (or
-    groups) rule bypassed by one request. Refusing (400) or judging the
-    resolved path (403) are both fine; forwarding is not."""
+    groups) rule bypassed by one request. The gateway judges the resolved
+    path: 403, and nothing forwarded."""
     async with recorder("app") as app:
         client = await gateway(
             upstream=[{"name": "app", "url": app.url}],
@@ -503,7 +503,7 @@ async def test_no_spelling_of_a_denied_path_reaches_the_upstream(gateway, db, ta
             ],
         )
         response = await send(client, "GET", target, [JSON])
-        assert response.status in (400, 403), (response.status, response.text)
+        assert response.status == 403, (response.status, response.text)
         assert app.seen == []
         assert (await send(client, "GET", "/public/../public/ok", [JSON])).status == 200
 

@@ -28,7 +28,7 @@ import aiohttp
 import asyncpg
 import psutil
 import pytest
-from conftest import PASSWORD, cli_env, create_user, free_port, start_cli
+from helpers import PASSWORD, cli_env, create_user, free_port, start_cli
 
 from gateway.store.session_cache import LISTENER_APPLICATION_NAME
 from gateway.web.metrics import FOLD_SECONDS

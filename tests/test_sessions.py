@@ -6,7 +6,7 @@ import hashlib
 
 import aiohttp
 import pytest
-from conftest import PASSWORD, create_user, csrf_token, fresh_get, sign_in
+from helpers import PASSWORD, create_user, csrf_token, fresh_get, sign_in
 from yarl import URL
 
 from gateway.store.sessions import TOUCH_INTERVAL

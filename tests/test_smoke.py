@@ -1,4 +1,4 @@
-from conftest import fresh_get, sign_in
+from helpers import fresh_get, sign_in
 
 
 async def test_sign_in_and_reach_the_app(gateway, alice):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import aiohttp
 import argon2
 import pytest
-from conftest import PASSWORD, create_user, csrf_token, sign_in
+from helpers import PASSWORD, create_user, csrf_token, sign_in
 from multidict import CIMultiDict
 
 from gateway.policy.passwords import Passwords

