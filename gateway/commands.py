@@ -11,7 +11,6 @@ import getpass
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
 from typing import TypeVar
 
 import asyncpg
@@ -202,7 +201,7 @@ async def cmd_sessions_list(args: argparse.Namespace) -> int:
             if user is None:
                 raise CliError(f"no such user {users.normalize_username(args.user)!r}")
             username = user.username
-        idle = timedelta(seconds=config.session.idle_timeout)
+        idle = config.session.idle_timeout
         found = await sessions.list_sessions(conn, username, utc_now(), idle)
     rows = [("ID", "USER", "CREATED", "LAST SEEN", "EXPIRES", "IP", "BROWSER")] + [
         (
@@ -246,7 +245,7 @@ async def cmd_sessions_revoke(args: argparse.Namespace) -> int:
 
 async def cmd_audit(args: argparse.Namespace) -> int:
     try:
-        since = utc_now() - timedelta(seconds=parse_duration(args.since))
+        since = utc_now() - parse_duration(args.since)
     except ValueError:
         raise CliError(
             f"--since: expected a duration such as '1h' or '7d', got {args.since!r}", EXIT_USAGE

@@ -1,4 +1,4 @@
-"""gateway/config.py as plain functions: build_config, load_config, parse_duration, parse_listen.
+"""gateway/config.py and settings.py as plain functions: build_config, load_config, parsers.
 
 No server, no database. Every bad value must come back as a ConfigError whose
 `.errors` has one line naming the file and the key, and several mistakes must
@@ -8,6 +8,9 @@ all be reported at once.
 from __future__ import annotations
 
 import ipaddress
+import subprocess
+import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +28,9 @@ from gateway.config import (
     Upstream,
     build_config,
     load_config,
-    parse_duration,
-    parse_listen,
+    reference_markdown,
 )
+from gateway.settings import REPEATABLE, SETTINGS, parse_duration, parse_listen
 
 SOURCE = "/etc/gateway/test.toml"
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
@@ -74,7 +77,7 @@ def assert_names(errors: list[str], key: str, source: str = SOURCE) -> None:
     ],
 )
 def test_parse_duration_good(text, seconds):
-    assert parse_duration(text) == seconds
+    assert parse_duration(text) == timedelta(seconds=seconds)
 
 
 @pytest.mark.parametrize(
@@ -156,11 +159,17 @@ def test_empty_config_gives_defaults(tmp_path):
     assert config.database == DatabaseConfig(url="", data_dir=tmp_path / ".gateway")
     assert config.session == SessionConfig()
     assert config.session.cookie_name == "gateway_session"
-    assert config.session.idle_timeout == 3600
-    assert config.session.absolute_timeout == 12 * 3600
-    assert config.session.remember_me == 30 * 86400
+    assert config.session.idle_timeout == timedelta(hours=1)
+    assert config.session.absolute_timeout == timedelta(hours=12)
+    assert config.session.remember_me == timedelta(days=30)
+    assert config.session.cache_trust == timedelta(seconds=2)
+    assert config.server.head_timeout == timedelta(seconds=10)
+    assert config.retention.audit_log == timedelta(days=90)
+    assert config.retention.purge_interval == timedelta(minutes=10)
     assert config.session.allowed_redirect_hosts == ()
-    assert config.login == LoginConfig(max_failures_per_user=10, max_failures_per_ip=50, window=900)
+    assert config.login == LoginConfig(
+        max_failures_per_user=10, max_failures_per_ip=50, window=timedelta(minutes=15)
+    )
     assert config.identity_headers == IdentityHeaders(
         user="X-Remote-User", email="X-Remote-Email", name="X-Remote-Name", groups="X-Remote-Groups"
     )
@@ -231,15 +240,17 @@ def test_every_key_parses(tmp_path):
     assert config.session == SessionConfig(
         cookie_name="sid",
         cookie_domain="example.com",
-        idle_timeout=900,
-        absolute_timeout=5400,
-        remember_me=7 * 86400,
+        idle_timeout=timedelta(minutes=15),
+        absolute_timeout=timedelta(hours=1, minutes=30),
+        remember_me=timedelta(days=7),
         allowed_redirect_hosts=("intranet.corp", ".example.com"),
     )
-    assert config.login == LoginConfig(max_failures_per_user=3, max_failures_per_ip=100, window=90)
+    assert config.login == LoginConfig(
+        max_failures_per_user=3, max_failures_per_ip=100, window=timedelta(seconds=90)
+    )
     assert config.identity_headers.names() == ("X-User", "X-Email", "X-Name", "X-Groups")
     assert config.upstreams == (
-        Upstream(name="app", url="http://127.0.0.1:9000", path="/", timeout=120),
+        Upstream(name="app", url="http://127.0.0.1:9000", path="/", timeout=timedelta(minutes=2)),
         Upstream(name="wiki", url="https://wiki.internal", host="wiki.example.com"),
     )
     assert config.rules == (
@@ -253,7 +264,7 @@ def test_every_key_parses(tmp_path):
 def test_upstream_defaults():
     (upstream,) = build({"upstream": [{"url": "http://127.0.0.1:9000"}]}).upstreams
     assert upstream == Upstream(name="upstream0", url="http://127.0.0.1:9000")
-    assert (upstream.host, upstream.path, upstream.timeout) == ("", "/", 60)
+    assert (upstream.host, upstream.path, upstream.timeout) == ("", "/", timedelta(seconds=60))
 
 
 def test_rule_defaults():
@@ -274,7 +285,7 @@ def test_groups_with_authenticated_policy_is_fine():
 
 def test_idle_equal_to_absolute_is_fine():
     data = {"session": {"idle_timeout": "2h", "absolute_timeout": "2h"}}
-    assert build(data).session.idle_timeout == 7200
+    assert build(data).session.idle_timeout == timedelta(hours=2)
 
 
 # --------------------------------------------------------------------------
@@ -635,7 +646,7 @@ def test_load_gateway_config_env_names_the_file(tmp_path, monkeypatch):
     file = write(tmp_path / "elsewhere" / "gw.toml", '[login]\nwindow = "5m"\n')
     monkeypatch.chdir(tmp_path)
     write(tmp_path / "config.toml", '[login]\nwindow = "1h"\n')
-    assert load_config(env={"GATEWAY_CONFIG": str(file)}).login.window == 300
+    assert load_config(env={"GATEWAY_CONFIG": str(file)}).login.window == timedelta(minutes=5)
 
 
 def test_load_gateway_config_env_missing_file_is_an_error(tmp_path, monkeypatch):
@@ -649,7 +660,7 @@ def test_load_gateway_config_env_missing_file_is_an_error(tmp_path, monkeypatch)
 def test_load_explicit_path_beats_gateway_config(tmp_path):
     a = write(tmp_path / "a.toml", '[login]\nwindow = "1m"\n')
     b = write(tmp_path / "b.toml", '[login]\nwindow = "2m"\n')
-    assert load_config(a, env={"GATEWAY_CONFIG": str(b)}).login.window == 60
+    assert load_config(a, env={"GATEWAY_CONFIG": str(b)}).login.window == timedelta(minutes=1)
 
 
 def test_load_implicit_missing_config_gives_defaults(tmp_path, monkeypatch):
@@ -756,3 +767,40 @@ def test_reserved_identity_names_cover_every_header_the_proxy_rebuilds_or_drops(
     from gateway.web.headers import REQUEST_DROP
 
     assert REQUEST_DROP <= RESERVED
+
+
+# --------------------------------------------------------------------------
+# the one table: the README's reference is rendered from it
+
+
+def test_readme_config_reference_is_the_tables_rendering():
+    readme = (REPO_CONFIG.parent / "README.md").read_text(encoding="utf-8")
+    start = readme.index("<!-- config-reference:start")
+    start = readme.index("-->\n", start) + len("-->\n")
+    end = readme.index("<!-- config-reference:end -->")
+    assert readme[start:end] == reference_markdown(), (
+        "README.md's config reference is stale: paste `python -m gateway.config --markdown`"
+    )
+
+
+def test_reference_command_prints_the_reference_and_refuses_other_arguments():
+    run = [sys.executable, "-m", "gateway.config"]
+    done = subprocess.run([*run, "--markdown"], capture_output=True, text=True, check=True)
+    assert done.stdout == reference_markdown()
+    wrong = subprocess.run([*run, "--html"], capture_output=True, text=True)
+    assert (wrong.returncode, wrong.stderr) == (1, "usage: python -m gateway.config --markdown\n")
+
+
+@pytest.mark.parametrize(
+    "setting", [s for s in SETTINGS if s.default is not None], ids=lambda s: f"{s.section}.{s.key}"
+)
+def test_a_default_spelled_out_reads_as_the_default(setting):
+    base = {"url": "http://a"} if setting.section == "upstream" else {}
+
+    def read(table):
+        if setting.section in REPEATABLE:
+            return build({setting.section: [table]})
+        return build({setting.section: table})
+
+    assert read({**base, setting.key: setting.default}) == read(base)
+    assert f"| `{setting.key}` | {setting.default_markdown()} |" in reference_markdown()

@@ -1178,7 +1178,9 @@ def config_errors(data: dict[str, Any], env: dict[str, str] | None = None) -> li
 def test_log_and_retention_defaults():
     config = build_config({}, env={})
     assert config.log == LogConfig(level="info", format="text", access_log=True)
-    assert config.retention == RetentionConfig(audit_log=90 * 86400, purge_interval=600)
+    assert config.retention == RetentionConfig(
+        audit_log=timedelta(days=90), purge_interval=timedelta(minutes=10)
+    )
 
 
 def test_log_and_retention_keys_parse():
@@ -1190,7 +1192,9 @@ def test_log_and_retention_keys_parse():
         env={},
     )
     assert config.log == LogConfig(level="debug", format="json", access_log=False)
-    assert config.retention == RetentionConfig(audit_log=7 * 86400, purge_interval=300)
+    assert config.retention == RetentionConfig(
+        audit_log=timedelta(days=7), purge_interval=timedelta(minutes=5)
+    )
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 
 import asyncpg
 
@@ -41,9 +40,9 @@ async def _drain(batch: Callable[[], Awaitable[int]]) -> int:
 async def purge(pool: asyncpg.Pool, config: Config, clock: Clock) -> dict[str, int] | None:
     """One round. Returns rows deleted per table, or None when another process holds the lock."""
     now = clock()
-    idle = timedelta(seconds=config.session.idle_timeout)
-    failures_before = now - timedelta(seconds=config.login.window)
-    audit_before = now - timedelta(seconds=config.retention.audit_log)
+    idle = config.session.idle_timeout
+    failures_before = now - config.login.window
+    audit_before = now - config.retention.audit_log
     async with pool.acquire() as conn:
         if not await conn.fetchval(TRY_LOCK, PURGE_LOCK_ID):
             return None
@@ -62,7 +61,7 @@ async def purge(pool: asyncpg.Pool, config: Config, clock: Clock) -> dict[str, i
 async def purge_forever(pool: asyncpg.Pool, config: Config, clock: Clock) -> None:
     """Purge every retention.purge_interval until cancelled; a round that fails is skipped."""
     while True:
-        await asyncio.sleep(config.retention.purge_interval)
+        await asyncio.sleep(config.retention.purge_interval.total_seconds())
         try:
             result = await purge(pool, config, clock)
             if result and any(result.values()):

@@ -128,15 +128,12 @@ class SessionStore:
         self.clock = clock
         self.cache = cache or SessionCache()  # disabled until an Invalidator enables it
         self._touches: dict[bytes, datetime] = {}
-        self._idle_limit = timedelta(seconds=config.idle_timeout)
 
     def _conn(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
         return connection(self.pool)
 
     def lifetime(self, remember: bool) -> timedelta:
-        return timedelta(
-            seconds=self.config.remember_me if remember else self.config.absolute_timeout
-        )
+        return self.config.remember_me if remember else self.config.absolute_timeout
 
     async def create(
         self, identity: Identity, *, remember: bool = False, ip: str = "", user_agent: str = ""
@@ -160,7 +157,7 @@ class SessionStore:
         return token, Session(session_id, token_hash, identity, now, now, expires, remember)
 
     def expired(self, session: Session, now: datetime, last_seen: datetime | None = None) -> bool:
-        return expired(session, now, self._idle_limit, last_seen)
+        return expired(session, now, self.config.idle_timeout, last_seen)
 
     async def lookup(self, token: str) -> Session | None:
         """The live session for a cookie value, or None. Expired rows are deleted.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import asyncpg
 
@@ -60,7 +60,7 @@ class Throttle:
 
     async def begin(self, conn: asyncpg.Connection, username: str, ip: str) -> Attempt:
         now = self.clock()
-        window = timedelta(seconds=self.config.window)
+        window = self.config.window
         since = now - window
         key = username[:MAX_KEY_CHARS]
         attempt_id = await conn.fetchval(RESERVE, now, key, ip)

@@ -250,6 +250,6 @@ class GatewayRunner(web.AppRunner):
         server.__class__ = _GatewayServer
         config = self.app[CONFIG].server
         server.rules = ConnectionRules(  # type: ignore[attr-defined]
-            config.head_timeout, config.max_pending_per_ip, self.app[TRUSTED_PEER]
+            config.head_timeout.total_seconds(), config.max_pending_per_ip, self.app[TRUSTED_PEER]
         )
         return server

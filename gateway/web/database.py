@@ -68,7 +68,8 @@ async def close_pool(pool: asyncpg.Pool) -> None:
 async def session_listener(app: web.Application) -> AsyncIterator[None]:
     """The LISTEN connection that keeps the cache coherent, and the last_seen writer."""
     store = app[SESSIONS]
-    invalidator = Invalidator(app[DB_URL], store.cache, app[CONFIG].session.cache_trust)
+    trust = app[CONFIG].session.cache_trust.total_seconds()
+    invalidator = Invalidator(app[DB_URL], store.cache, trust)
     app[INVALIDATOR] = invalidator
     tasks = [
         asyncio.create_task(invalidator.run()),

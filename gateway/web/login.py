@@ -71,7 +71,7 @@ def _login_form(
         "csrf_token": csrf_token(request, cookies),
         "error": error,
         "username": username,
-        "remember_days": max(1, request.app[CONFIG].session.remember_me // 86400),
+        "remember_days": max(1, request.app[CONFIG].session.remember_me.days),
     }
     response = render(request, "login.html", context, status=status)
     set_csrf_cookies(request, response, cookies)
@@ -136,7 +136,7 @@ async def login_post(request: web.Request) -> web.Response:
     if done.outcome is signin.Outcome.FAILED:
         return _login_form(request, rd=rd, status=401, error=BAD_CREDENTIALS, username=username)
     response = see_other(ex.redirect_target(rd))
-    max_age = app[CONFIG].session.remember_me if remember else None
+    max_age = int(app[CONFIG].session.remember_me.total_seconds()) if remember else None
     set_session_cookie(response, request, done.token, max_age=max_age)
     ex.clear_cookie = False
     return response

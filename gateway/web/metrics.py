@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
-from datetime import timedelta
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
@@ -65,8 +64,8 @@ async def metrics(request: web.Request) -> web.Response:
     # Active sessions are a fact of the database, not of one worker: asked at scrape time.
     with contextlib.suppress(*DB_ERRORS):
         async with request.app[POOL].acquire(timeout=2) as conn:
-            idle = timedelta(seconds=config.session.idle_timeout)
-            count = await sessions.count_live(conn, request.app[CLOCK](), idle)
+            now = request.app[CLOCK]()
+            count = await sessions.count_live(conn, now, config.session.idle_timeout)
         body += (
             "# HELP gateway_active_sessions Sessions a request would accept now.\n"
             "# TYPE gateway_active_sessions gauge\n"

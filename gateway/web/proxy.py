@@ -184,7 +184,7 @@ async def _forward(
     request: web.Request, ex: Exchange, upstream: Upstream, session: Session | None, origin: str
 ) -> web.StreamResponse:
     headers = upstream_headers(ex, session)
-    body = _ClientBody(request, upstream.timeout) if request.body_exists else None
+    body = _ClientBody(request, upstream.timeout.total_seconds()) if request.body_exists else None
     timeout = client_timeout(upstream.timeout)
     http = ex.app[HTTP]
     started = time.perf_counter()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import aiohttp
 from aiohttp import web
@@ -68,6 +69,7 @@ def gateway_timeout(request: web.Request) -> web.Response:
 
 
 @functools.lru_cache(maxsize=64)
-def client_timeout(seconds: int) -> aiohttp.ClientTimeout:
+def client_timeout(limit: timedelta) -> aiohttp.ClientTimeout:
     # Per read, not per response: a long download is fine while bytes keep coming.
+    seconds = limit.total_seconds()
     return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
