@@ -23,7 +23,7 @@ from aiohttp import web
 from .app import create_app
 from .config import Config
 from .store.db import DatabaseUnavailable, database_url, prepare_database
-from .web.connections import GatewayRunner, listen
+from .web.connections import GatewayRunner, listen, stop_signals
 from .web.logs import AccessLogger, access_logger, setup_logging
 from .web.metrics import MULTIPROC_ENV
 
@@ -70,11 +70,8 @@ async def _serve(config: Config, sock: socket.socket) -> None:
         access_log_class=AccessLogger,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        # Before startup: a stop asked for while it runs is a clean stop, after it.
-        loop.add_signal_handler(sig, stop.set)
+    # Before startup: a stop asked for while it runs is a clean stop, after it.
+    stop = stop_signals()
     try:
         await runner.setup()  # app startup: database, pool, listeners
     except DatabaseUnavailable:

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import fcntl
 import secrets
-import signal
 import socket
 import sys
 from pathlib import Path
@@ -99,11 +98,7 @@ async def _run(config: Config, gateway_sock: socket.socket, echo_sock: socket.so
 """,
         flush=True,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        # A clean stop, so the embedded PostgreSQL is shut down with us.
-        loop.add_signal_handler(sig, stop.set)
+    stop = connections.stop_signals()  # so the embedded PostgreSQL stops with us
     try:
         await stop.wait()
     finally:

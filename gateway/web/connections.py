@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -50,6 +51,16 @@ PENDING_GRACE_SECONDS = 1.0
 SHUTDOWN_SECONDS = 10.0
 # At most this many parser-refusal lines per second per process; the rest are counted.
 BAD_REQUEST_LINES_PER_SECOND = 10
+
+
+def stop_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM: a stop is then the caller's clean shutdown
+    (pending requests finished, the embedded PostgreSQL stopped), not an abort."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
