@@ -7,7 +7,7 @@ problem before failing, so an operator fixes a config in one round trip
 instead of one error per restart (oauth2-proxy does the same).
 
 `python -m gateway.config --markdown` prints the README's config reference
-from the same table.
+from the same table (gateway/reference.py).
 """
 
 from __future__ import annotations
@@ -26,9 +26,6 @@ from urllib.parse import urlsplit
 from .header_names import identity_name_errors
 from .settings import (
     DEFAULTS,
-    ENV_ONLY,
-    NOTES,
-    REPEATABLE,
     SECTIONS,
     IPNetwork,
     Setting,
@@ -340,32 +337,7 @@ def load_config(
     return build_config(data, source=str(file), env=env, base_dir=file.resolve().parent)
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def reference_markdown() -> str:
-    """The README's config reference: the environment table, then one table per section."""
-    lines = ["### Environment overrides", "", "| variable | overrides |", "|---|---|"]
-    env_rows = {
-        s.env: f"`{s.section}.{s.key}`" + (" (when non-empty)" if s.env_if_set else "")
-        for settings in SECTIONS.values()
-        for s in settings.values()
-        if s.env
-    }
-    for variable, text in sorted({**env_rows, **ENV_ONLY}.items()):
-        lines.append(f"| `{variable}` | {_cell(text)} |")
-    for section, settings in SECTIONS.items():
-        title = f"[[{section}]]` (repeatable)" if section in REPEATABLE else f"[{section}]`"
-        lines += ["", f"### `{title}", "", "| key | default | meaning |", "|---|---|---|"]
-        for key, s in settings.items():
-            lines.append(f"| `{key}` | {_cell(s.default_markdown())} | {_cell(s.help)} |")
-        if section in NOTES:
-            lines += ["", NOTES[section]]
-    return "\n".join(lines) + "\n"
-
-
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--markdown"]:
-        sys.exit("usage: python -m gateway.config --markdown")
-    sys.stdout.write(reference_markdown())
+    from .reference import main
+
+    sys.exit(main(sys.argv[1:]))

@@ -1,7 +1,7 @@
 """The table of config settings, their converters, and the reference it renders.
 
 Pure module. gateway.config reads a file through SETTINGS; the README's
-config reference is rendered from it (gateway.config.reference_markdown), so
+config reference is rendered from it (gateway.reference), so
 the keys a file may use, their defaults, their error messages and their
 documentation cannot drift apart.
 """
@@ -9,7 +9,6 @@ documentation cannot drift apart.
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -184,18 +183,6 @@ class Setting:
         """The default, converted as a file's value would be."""
         return None if self.default is None else self.convert(self.default)
 
-    def default_markdown(self) -> str:
-        return self.shown or f"`{_toml(self.default)}`"
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    # JSON and TOML spell ints and plain strings alike.
-    return json.dumps(value)
-
 
 DURATION = "a duration such as '30m', '12h' or '30d'"
 COUNT = "a whole number of at least 1"
@@ -326,49 +313,3 @@ for _setting in SETTINGS:
 REPEATABLE = frozenset({"upstream", "rule"})
 # Each key's default as a value of its type, for the config dataclasses.
 DEFAULTS = {name: {k: s.value() for k, s in keys.items()} for name, keys in SECTIONS.items()}
-
-# Variables that override no single key.
-ENV_ONLY = {
-    "GATEWAY_CONFIG": "config file path (`-c` wins over it)",
-    "GATEWAY_UPSTREAM_URL": "replaces every `[[upstream]]` with one catch-all upstream named "
-    "`app` (for a sidecar run on environment variables alone)",
-    "GATEWAY_SECRET_KEY": "the key that signs CSRF tokens. It must be at least 32 characters. "
-    "If it is unset, Gateway generates a key once, stores it in the database's `settings` "
-    "table, and every instance on that database uses it.",
-}
-
-# What the reference says after a section's table.
-NOTES = {
-    "login": """Counted in PostgreSQL, so the limits hold across workers and replicas. Over
-either limit, a sign-in gets `429` with `Retry-After` and a generic message,
-before any password is hashed; unknown usernames are counted like real ones, so
-a 429 says nothing about whether an account exists. Each attempt is recorded
-before its password is checked, so parallel guesses cannot slip past the
-limit together. A successful sign-in forgives the username's earlier failures
-(not the IP's). The client IP comes from `X-Forwarded-For` only when the peer
-is in `trusted_proxies`.""",
-    "identity_headers": """The four names must be distinct, and none may be a header the
-gateway sets itself or one that frames the message (`Cookie`, `X-Forwarded-For/-Proto/-Host`,
-`X-Request-ID`, `Host`, `Content-Length`, `Content-Type`, hop-by-hop headers):
-`check-config` names the offending one. Client-sent copies are always removed
-([see below](#what-the-proxy-does-to-requests)).""",
-    "upstream": """Host-specific upstreams are tried before catch-all ones, and the longest
-`path` wins. If no upstream matches, the answer is 404.""",
-    "rule": """Rules are checked in file order, and the first rule whose every given field
-matches decides. A request that matches no rule needs a signed-in user. Rules
-apply to proxied paths (and to `/auth` questions), not to the gateway's own
-pages under the prefix. The same rules serve the built-in proxy and
-forward-auth.
-
-**Paths are normalised before matching**, so no spelling of a path slips past
-a `deny` or `groups` rule: the path is percent-decoded once (`/%61dmin` is
-`/admin`, and so is `/admin%2F`), `;` parameters are cut from each segment
-(`/admin;jsessionid=1`), backslashes count as slashes, `.` and `..` segments
-are resolved (`/public/../admin`) and repeated slashes merged (`//admin`). A
-path that does not decode to UTF-8 or holds control characters is refused with
-400. Hosts are compared lower-case, without port and trailing dot.
-
-**Path matching is case-sensitive**, as URLs are. If the app behind the
-gateway treats `/ADMIN` like `/admin`, say so in the rule: `path =
-"(?i)^/admin(/|$)"` with `regex = true`.""",
-}

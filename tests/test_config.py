@@ -28,8 +28,8 @@ from gateway.config import (
     Upstream,
     build_config,
     load_config,
-    reference_markdown,
 )
+from gateway.reference import default_cell, reference_markdown
 from gateway.settings import REPEATABLE, SETTINGS, parse_duration, parse_listen
 
 SOURCE = "/etc/gateway/test.toml"
@@ -803,4 +803,4 @@ def test_a_default_spelled_out_reads_as_the_default(setting):
         return build({setting.section: table})
 
     assert read({**base, setting.key: setting.default}) == read(base)
-    assert f"| `{setting.key}` | {setting.default_markdown()} |" in reference_markdown()
+    assert f"| `{setting.key}` | {default_cell(setting)} |" in reference_markdown()
