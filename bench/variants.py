@@ -35,6 +35,7 @@ import gateway.server
 import gateway.web.forward_auth
 import gateway.web.headers
 import gateway.web.proxy
+import gateway.web.response_hook
 import gateway.web.upstream_client
 from gateway.cli import main
 
@@ -126,7 +127,7 @@ def apply(names: list[str]) -> None:
     if "bare-handler" in names:
         bare_handler(extra_headers="extra-headers" in names)
     if "no-before-headers" in names:
-        gateway.app._BEFORE_HEADERS = ()
+        gateway.web.response_hook.STEPS = ()
     for name in names:
         if name.startswith("no-memo-"):
             MEMOS[name.removeprefix("no-memo-")]()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp_jinja2
 import jinja2
-from aiohttp import web, web_response
+from aiohttp import web
 
 from .config import Config
 from .policy.cookies import cookie_names
@@ -21,41 +21,17 @@ from .web import (
     forward_auth,
     health,
     login,
-    logs,
     metrics,
     proxy,
+    response_hook,
     upstream_client,
     websocket,
 )
-from .web.exchange import CLOCK, CONFIG, COOKIE_NAMES, RULES, TRUSTED_PEER, exchange
+from .web.exchange import CLOCK, CONFIG, COOKIE_NAMES, RULES, TRUSTED_PEER
 from .web.headers import HEADER_RULES, HeaderRules
-from .web.session_cookie import clear_stale_cookie
-
-# aiohttp puts "Python/3.x aiohttp/3.y.z" in every answer's Server header,
-# its own 400s for malformed requests (sent before any handler or signal
-# runs) included, and has no setting for it: the default it reads at send
-# time is this module attribute. Versions help an attacker, not a user.
-web_response.SERVER_SOFTWARE = "Gateway"
 
 # Only the gateway's own forms are read into memory; proxied bodies stream.
 MAX_FORM_BYTES = 64 * 1024
-
-# Run on every response just before its headers are sent (streamed proxy
-# responses included, which a middleware would see only afterwards). One
-# signal handler calling plain functions: a coroutine per step costs more
-# than the steps.
-_BEFORE_HEADERS = (
-    errors.add_security_headers,
-    clear_stale_cookie,
-    metrics.count_response,
-    logs.tag_response,
-)
-
-
-async def _before_headers(request: web.Request, response: web.StreamResponse) -> None:
-    ex = exchange(request)
-    for step in _BEFORE_HEADERS:
-        step(request, response, ex)
 
 
 def create_app(config: Config, *, clock: Clock = utc_now) -> web.Application:
@@ -115,5 +91,5 @@ def create_app(config: Config, *, clock: Clock = utc_now) -> web.Application:
     # Everything else: the catch-all means no request meets aiohttp's own 404/405 route.
     r.add_route("*", r"/{tail:[\s\S]*}", proxy.handle, name="proxy", **expect)
 
-    app.on_response_prepare.append(_before_headers)
+    app.on_response_prepare.append(response_hook.before_headers)
     return app

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp_jinja2
-from aiohttp import HttpVersion11, web
+from aiohttp import HttpVersion11, web, web_response
 
 from ..policy.identity import Identity
 from ..store.db import DatabaseUnavailable
@@ -19,6 +19,12 @@ from .forms import csrf_token
 from .session_cookie import set_csrf_cookies
 
 log = logging.getLogger(__name__)
+
+# aiohttp puts "Python/3.x aiohttp/3.y.z" in every answer's Server header,
+# its own 400s for malformed requests (sent before any handler or signal
+# runs) included, and has no setting for it: the default it reads at send
+# time is this module attribute. Versions help an attacker, not a user.
+web_response.SERVER_SOFTWARE = "Gateway"
 
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
