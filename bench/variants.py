@@ -29,14 +29,11 @@ from aiohttp import web
 
 import gateway.app
 import gateway.policy.cookies
-import gateway.policy.paths
 import gateway.policy.peers
 import gateway.server
 import gateway.web.forward_auth
-import gateway.web.headers
 import gateway.web.proxy
 import gateway.web.response_hook
-import gateway.web.upstream_client
 from gateway.cli import main
 
 
@@ -57,29 +54,13 @@ def _no_memo_cookie_names() -> None:
     gateway.policy.cookies._folded = fresh
 
 
-def _no_memo_header_names() -> None:
-    def dropped(self, name: str) -> bool:
-        return name.lower() in self._exact or gateway.web.headers.header_key(name) in self._folded
-
-    gateway.web.headers._Dropper.dropped = dropped
-
-
-def _unwrap(module, name: str, *also) -> None:
-    plain = getattr(module, name).__wrapped__
-    for where in (module, *also):
-        setattr(where, name, plain)
+def _unwrap(module, name: str) -> None:
+    setattr(module, name, getattr(module, name).__wrapped__)
 
 
 MEMOS = {
     "trusted-peer": _no_memo_trusted_peer,
     "cookie-names": _no_memo_cookie_names,
-    "header-names": _no_memo_header_names,
-    "connection-tokens": lambda: _unwrap(gateway.web.headers, "_connection_tokens"),
-    "response-drop": lambda: _unwrap(gateway.web.headers, "_response_drop"),
-    "client-timeout": lambda: _unwrap(
-        gateway.web.upstream_client, "client_timeout", gateway.web.proxy
-    ),
-    "host": lambda: _unwrap(gateway.policy.paths, "_request_host"),
     "original-request": lambda: _unwrap(gateway.web.forward_auth, "_original_request"),
 }
 VARIANTS = ("bare-handler", "no-before-headers", "extra-headers", *(f"no-memo-{m}" for m in MEMOS))

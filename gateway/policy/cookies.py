@@ -105,8 +105,9 @@ def is_own_cookie(name: str, own: frozenset[str]) -> bool:
 def _folded(own: frozenset[str]) -> tuple[dict[str, str], frozenset[int]]:
     """Our names case-folded, and their lengths: made once per set of names.
 
-    A plain dict, not lru_cache: this runs on every request, and lru_cache's
-    call costs a third of the whole split (bench: split_cookies per call).
+    Memoised (bench/cpu.py, no-memo-cookie-names: ~+6 µs per proxied request,
+    +9 µs per /auth). A plain dict, not lru_cache: this runs on every request,
+    and lru_cache's call costs a third of the whole split.
     """
     found = _FOLDED.get(own)
     if found is None:

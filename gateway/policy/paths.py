@@ -11,7 +11,6 @@ view; it can never let a spelling slip past one.
 
 from __future__ import annotations
 
-import functools
 import re
 from urllib.parse import unquote_to_bytes
 
@@ -89,11 +88,5 @@ MAX_HOST_CHARS = 300
 def request_host(host: str) -> str | None:
     """The Host header as rules and upstreams see it, or None if it is not valid."""
     if len(host) > MAX_HOST_CHARS:
-        return None  # and not memoised: the memo holds short strings only
-    return _request_host(host)
-
-
-@functools.lru_cache(maxsize=1024)
-def _request_host(host: str) -> str | None:
-    # Memoised: a gateway serves a handful of host names, asked on every request.
+        return None
     return normalize_host(host) if valid_host(host) else None

@@ -22,6 +22,7 @@ def is_trusted(ip: str, trusted: tuple[IPNetwork, ...]) -> bool:
 def trusted_peer_check(trusted: tuple[IPNetwork, ...]) -> Callable[[str], bool]:
     """A memoised `ip -> is it a trusted proxy?` for one config (built once per app)."""
 
+    # bench/cpu.py, no-memo-trusted-peer: +12 µs per proxied request, +7 µs per /auth.
     @functools.lru_cache(maxsize=4096)
     def check(ip: str) -> bool:
         return is_trusted(ip, trusted)

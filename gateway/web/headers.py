@@ -8,7 +8,6 @@ written. The header names themselves are in header_names.py.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import aiohttp
@@ -34,8 +33,6 @@ WEBSOCKET_HANDSHAKE = frozenset(
 REQUEST_DROP = HOP_BY_HOP | REBUILT
 WEBSOCKET_DROP = REQUEST_DROP | WEBSOCKET_HANDSHAKE
 NOTHING: frozenset[str] = frozenset()
-# Memos keyed by client-shaped strings keep keys up to this long only.
-MEMO_KEY_CHARS = 64
 
 
 class HeaderRules:
@@ -46,9 +43,9 @@ class HeaderRules:
         ih = config.identity_headers
         self.names = ih
         identity = frozenset(header_key(n) for n in ih.names())
-        # One memo per kind of request: (websocket?, from a trusted proxy?).
+        # One check per kind of request: (websocket?, from a trusted proxy?).
         self._droppers = {
-            (websocket, trusted): _Dropper(
+            (websocket, trusted): _dropper(
                 WEBSOCKET_DROP if websocket else REQUEST_DROP,
                 identity if trusted else identity | ROUTING,
             )
@@ -59,7 +56,7 @@ class HeaderRules:
     def dropper(self, websocket: bool, trusted: bool) -> Callable[[str], bool]:
         """`dropped(name)`: is this request header never forwarded (hop-by-hop,
         rebuilt, identity, or a routing claim from a peer we do not trust)?"""
-        return self._droppers[websocket, trusted].dropped
+        return self._droppers[websocket, trusted]
 
     def identity(self, ident: Identity) -> list[tuple[str, str]]:
         """The identity as header (name, value) pairs, for the app and for /auth."""
@@ -83,28 +80,13 @@ def _header_safe(value: str) -> str:
     return cleaned.encode("latin-1", "replace").decode("latin-1")
 
 
-class _Dropper:
-    # Names are client-chosen: the memo keeps short ones only and starts over
-    # when full, so junk names can neither grow it nor crowd out common ones.
-    MEMO_LIMIT = 1024
+def _dropper(exact: frozenset[str], folded: frozenset[str]) -> Callable[[str], bool]:
+    """exact: lower-case names; folded: header_key()s, every spelling of which goes."""
 
-    __slots__ = ("_exact", "_folded", "_memo")
+    def dropped(name: str) -> bool:
+        return name.lower() in exact or header_key(name) in folded
 
-    def __init__(self, exact: frozenset[str], folded: frozenset[str]) -> None:
-        self._exact = exact  # lower-case names
-        self._folded = folded  # header_key()s: every spelling of these goes
-        self._memo: dict[str, bool] = {}
-
-    def dropped(self, name: str) -> bool:
-        memo = self._memo
-        verdict = memo.get(name)
-        if verdict is None:
-            verdict = name.lower() in self._exact or header_key(name) in self._folded
-            if len(name) <= MEMO_KEY_CHARS:
-                if len(memo) >= self.MEMO_LIMIT:
-                    memo.clear()
-                memo[name] = verdict
-        return verdict
+    return dropped
 
 
 def connection_listed(headers: CIMultiDict[str] | object) -> frozenset[str]:
@@ -112,20 +94,7 @@ def connection_listed(headers: CIMultiDict[str] | object) -> frozenset[str]:
     if "Connection" not in headers:  # type: ignore[operator]
         return NOTHING  # the common case for requests: no set is built
     value = ",".join(headers.getall("Connection"))  # type: ignore[attr-defined]
-    if len(value) > MEMO_KEY_CHARS:
-        return _connection_tokens.__wrapped__(value)  # client-shaped: not kept
-    return _connection_tokens(value)
-
-
-@functools.lru_cache(maxsize=256)
-def _connection_tokens(value: str) -> frozenset[str]:
-    # Memoised: nearly every upstream answer says "Connection: keep-alive".
     return frozenset(token.strip().lower() for token in value.split(","))
-
-
-@functools.lru_cache(maxsize=256)
-def _response_drop(listed: frozenset[str]) -> frozenset[str]:
-    return HOP_BY_HOP | listed
 
 
 def is_websocket(request: web.Request) -> bool:
@@ -191,7 +160,7 @@ def response_headers(
     upstream: aiohttp.ClientResponse, own_cookies: frozenset[str]
 ) -> list[tuple[str, str]]:
     """The app's answer's headers, minus hop-by-hop ones and any cookie of ours."""
-    drop = _response_drop(connection_listed(upstream.headers))
+    drop = HOP_BY_HOP | connection_listed(upstream.headers)
     out = []
     for name, value in upstream.headers.items():
         lower = name.lower()

@@ -5,7 +5,6 @@ Shared by the proxy (plain requests) and the WebSocket relay.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -68,7 +67,6 @@ def gateway_timeout(request: web.Request) -> web.Response:
     )
 
 
-@functools.lru_cache(maxsize=64)
 def client_timeout(limit: timedelta) -> aiohttp.ClientTimeout:
     # Per read, not per response: a long download is fine while bytes keep coming.
     seconds = limit.total_seconds()
