@@ -135,8 +135,11 @@ class Exchange:
         decision = self.app[RULES].decide(host, path, method)
         if not needs_lookup(decision):
             return verdict(decision, None), None
-        session, database_up = await self.session_if_known()
-        return verdict(decision, session, database_up=database_up), session
+        try:  # session_if_known(), one coroutine fewer on every request
+            session = await self.session()
+        except DatabaseUnavailable:
+            return verdict(decision, None, database_up=False), None
+        return verdict(decision, session), session
 
     # -- where it comes from ---------------------------------------------------
 

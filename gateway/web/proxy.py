@@ -25,7 +25,7 @@ from . import websocket
 from .errors import closed, error_page, not_allowed, try_again, unavailable
 from .exchange import COOKIE_NAMES, Exchange, exchange
 from .headers import is_websocket, response_headers, upstream_headers
-from .upstream_client import HTTP, bad_gateway, client_timeout, gateway_timeout, target
+from .upstream_client import HTTP, TIMEOUTS, bad_gateway, gateway_timeout, target
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +185,9 @@ async def _forward(
 ) -> web.StreamResponse:
     headers = upstream_headers(ex, session)
     body = _ClientBody(request, upstream.timeout.total_seconds()) if request.body_exists else None
-    timeout = client_timeout(upstream.timeout)
-    http = ex.app[HTTP]
+    app = ex.app
+    timeout = app[TIMEOUTS][upstream.timeout]
+    http = app[HTTP]
     started = time.perf_counter()
     try:
         upstream_response = await http.request(
