@@ -29,6 +29,7 @@ from aiohttp import web
 
 import gateway.app
 import gateway.policy.cookies
+import gateway.policy.paths
 import gateway.policy.peers
 import gateway.server
 import gateway.web.forward_auth
@@ -62,6 +63,7 @@ MEMOS = {
     "trusted-peer": _no_memo_trusted_peer,
     "cookie-names": _no_memo_cookie_names,
     "original-request": lambda: _unwrap(gateway.web.forward_auth, "_original_request"),
+    "host": lambda: _unwrap(gateway.policy.paths, "_request_host"),
 }
 VARIANTS = ("bare-handler", "no-before-headers", "extra-headers", *(f"no-memo-{m}" for m in MEMOS))
 ADDED_UPSTREAM = (

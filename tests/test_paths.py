@@ -14,6 +14,7 @@ from multidict import CIMultiDict
 from gateway.config import Rule
 from gateway.policy.paths import (
     BadPath,
+    _request_host,
     normalize_host,
     normalize_path,
     request_host,
@@ -547,7 +548,10 @@ def test_nonsense_host_is_not_valid(host):
     assert request_host(host) is None
 
 
-def test_longest_valid_host_still_passes_and_longer_ones_do_not():
+def test_longest_valid_host_still_passes_and_long_ones_are_not_memoised():
     longest = "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 61 + ":65535"
     assert valid_host(longest) and request_host(longest) == normalize_host(longest)
-    assert request_host("h" * 4000) is None
+    before = _request_host.cache_info().currsize
+    for i in range(50):
+        assert request_host(f"{i}" + "h" * 4000) is None
+    assert _request_host.cache_info().currsize == before

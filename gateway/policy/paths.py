@@ -11,6 +11,7 @@ view; it can never let a spelling slip past one.
 
 from __future__ import annotations
 
+import functools
 import re
 from urllib.parse import unquote_to_bytes
 
@@ -88,5 +89,13 @@ MAX_HOST_CHARS = 300
 def request_host(host: str) -> str | None:
     """The Host header as rules and upstreams see it, or None if it is not valid."""
     if len(host) > MAX_HOST_CHARS:
-        return None
+        return None  # and not memoised: the memo holds short strings only
+    return _request_host(host)
+
+
+@functools.lru_cache(maxsize=1024)
+def _request_host(host: str) -> str | None:
+    # Memoised: a gateway serves a handful of host names, asked on every request.
+    # py-spy beside the code before (bench/cpu.py --py-spy): 1.0% of the samples
+    # without the memo (~2.5 µs per request), 0.1% with it.
     return normalize_host(host) if valid_host(host) else None
