@@ -8,6 +8,7 @@ names, order or duplicates matter are written byte for byte with raw_request.
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import hashlib
 import re
@@ -789,3 +790,28 @@ async def test_gzip_response_passes_through_compressed(gateway, alice):
         assert response.body == gzip.compress(GZIP_PAYLOAD, mtime=0)
         assert gzip.decompress(response.body) == GZIP_PAYLOAD
         assert dict(app.seen[0].headers)["Accept-Encoding"] == "gzip, br;q=0.5"
+
+
+async def test_a_request_leaves_nothing_for_the_cycle_collector(gateway, db):
+    """A request and its Exchange die by reference count. A cycle between them
+    (the request held its Exchange, the Exchange its request) once left ~15
+    objects per request to the cyclic garbage collector: +12 µs per /auth."""
+    await create_user(db, "dora")
+    client = await gateway()
+    token = (await sign_in(client, "dora")).token
+    question = [JSON, ("X-Original-URL", "http://127.0.0.1/x")]
+    await send(client, "GET", "/x", [JSON], token=token)
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for _ in range(10):
+            assert (await send(client, "GET", "/x", [JSON], token=token)).status == 200
+            asked = await send(client, "GET", "/_gateway/auth", question, token=token)
+            assert asked.status == 200
+            assert (await send(client, "GET", "/x", [JSON])).status == 401
+        gc.collect()
+        left = sorted({type(o).__name__ for o in gc.garbage} & {"Exchange", "Request"})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert left == []
