@@ -140,7 +140,7 @@ def record(args: argparse.Namespace, wrk: str, work: Path, servers: dict) -> Non
         raise bench.BenchError(f"--py-spy: {spy} is missing (.venv/bin/pip install py-spy)")
     for name, (server, headers) in servers.items():
         flags = [x for header in headers for x in ("-H", header)]
-        url = f"http://{bench.HOST}:{server.port}{bench.PATH}"
+        url = f"http://{bench.HOST}:{server.port}{AUTH_PATH if args.auth else bench.PATH}"
         with subprocess.Popen(
             [wrk, "-t1", f"-c{args.connections}", "-d12s", *flags, url],
             stdout=subprocess.DEVNULL,
