@@ -160,11 +160,11 @@ def response_headers(
     upstream: aiohttp.ClientResponse, own_cookies: frozenset[str]
 ) -> list[tuple[str, str]]:
     """The app's answer's headers, minus hop-by-hop ones and any cookie of ours."""
-    drop = HOP_BY_HOP | connection_listed(upstream.headers)
+    listed = connection_listed(upstream.headers)
     out = []
     for name, value in upstream.headers.items():
         lower = name.lower()
-        if lower in drop:
+        if lower in HOP_BY_HOP or lower in listed:  # no union set built per answer
             continue
         # An app may not set the gateway's own cookies, nor look-alikes of them.
         if lower == "set-cookie" and is_own_cookie(value.split("=", 1)[0], own_cookies):
