@@ -15,9 +15,10 @@ from typing import TypeVar
 
 import asyncpg
 
-from .config import Config, ConfigError, load_config, parse_duration
+from .config import Config, ConfigError, load_config
 from .policy.identity import utc_now
 from .policy.passwords import PasswordRejected, Passwords
+from .settings import parse_duration
 from .store import audit, sessions, users
 from .store.db import database_url, migrate
 

@@ -29,10 +29,9 @@ from .settings import (
     SECTIONS,
     IPNetwork,
     Setting,
-    parse_duration,
 )
 
-__all__ = ["Config", "ConfigError", "build_config", "load_config", "parse_duration"]
+__all__ = ["Config", "ConfigError", "build_config", "load_config"]
 
 DEFAULT_CONFIG_FILE = "config.toml"
 

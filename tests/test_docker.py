@@ -41,8 +41,13 @@ EXAMPLE = ROOT / "examples" / "docker-compose"
 COMPOSE_FILE = EXAMPLE / "docker-compose.yml"
 PASSWORD = "correct horse battery staple"
 
-# Every environment variable the gateway reads is spelled out in config.py.
-CODE_VARIABLES = set(re.findall(r"\bGATEWAY_[A-Z_]+\b", (ROOT / "gateway/config.py").read_text()))
+# Every environment variable the gateway reads is spelled out in the settings
+# table (settings.py, one per key) or in config.py (those that override no key).
+CODE_VARIABLES = {
+    variable
+    for module in ("gateway/settings.py", "gateway/config.py")
+    for variable in re.findall(r"\bGATEWAY_[A-Z_]+\b", (ROOT / module).read_text())
+}
 
 
 def gateway_variables(text: str) -> set[str]:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+import pytest
+
+import gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,3 +40,13 @@ def test_wheel_contains_templates_and_migrations(tmp_path: Path):
     for migration in (ROOT / "sql").glob("*.sql"):
         assert f"gateway/sql/{migration.name}" in names
     assert "gateway/cli.py" in names
+
+
+MODULES = sorted(m.name for m in pkgutil.walk_packages(gateway.__path__, "gateway."))
+
+
+@pytest.mark.parametrize("name", [m for m in MODULES if m != "gateway.__main__"])
+def test_every_module_imports(name):
+    """Some modules load only when their command runs (demo/ with `gateway demo`):
+    a broken import there would otherwise wait for the one test of that command."""
+    importlib.import_module(name)

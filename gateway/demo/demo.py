@@ -21,9 +21,9 @@ from ..config import (
     Rule,
     ServerConfig,
     Upstream,
-    parse_listen,
 )
 from ..policy.passwords import Passwords
+from ..settings import parse_listen
 from ..store import users
 from ..store.db import database_url, migrate
 from ..web import connections
