@@ -135,9 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     password_stdin = "read the password from the first line of standard input, not a prompt"
     p.add_argument("--password-stdin", action="store_true", help=password_stdin)
     p.set_defaults(func=cmd_user_add)
-    p = with_config(usub.add_parser("passwd", help="set a user's password"))
+    p = with_config(
+        usub.add_parser("passwd", help="set a user's password (and end their sessions)")
+    )
     p.add_argument("name", metavar="NAME", help=NAME_HELP)
     p.add_argument("--password-stdin", action="store_true", help=password_stdin)
+    p.add_argument(
+        "--keep-sessions",
+        action="store_true",
+        help="leave the user signed in where they are (by default every session ends)",
+    )
     p.set_defaults(func=cmd_user_passwd)
     for name, func, text in (
         ("disable", cmd_user_disable, "disable a user and end their sessions"),

@@ -150,8 +150,11 @@ async def cmd_user_passwd(args: argparse.Namespace) -> int:
     config = _config(args)
     password_hash = _hash(_read_password(args))
     async with _connection(config) as conn:
-        await users.set_password(conn, args.name, password_hash)
-    print(f"password of {users.normalize_username(args.name)} changed")
+        ended = await users.set_password(
+            conn, args.name, password_hash, end_sessions=not args.keep_sessions
+        )
+    kept = "sessions kept" if args.keep_sessions else f"{ended} session(s) ended"
+    print(f"password of {users.normalize_username(args.name)} changed, {kept}")
     return 0
 
 

@@ -238,19 +238,45 @@ async def test_user_add_rejects_bad_input_as_a_usage_error(cli, db, args, stdin,
 # -- user passwd / disable / enable / delete / list ---------------------------------
 
 
-async def test_user_passwd_replaces_the_password(cli, db, alice, gateway):
+async def test_user_passwd_replaces_the_password_and_ends_every_session(cli, db, alice, gateway):
+    client = await gateway()
+    tokens = [await signed_in_token(client), await signed_in_token(client)]
+    await create_user(db, "bob")
+    bobs = await signed_in_token(client, "bob")
+
     run = await cli("user", "passwd", "Alice", "--password-stdin", stdin=NEW_PASSWORD + "\n")
 
     assert run.returncode == 0, run.describe()
+    assert run.stdout == "password of alice changed, 2 session(s) ended\n"
+    for token in tokens:
+        await assert_signed_out(client, token)  # at once: the same NOTIFY evicts the cache
+    await assert_signed_in(client, bobs)
     stored = await db.fetchval("SELECT password_hash FROM users WHERE username = 'alice'")
     assert stored.startswith("$argon2id$")
     assert NEW_PASSWORD not in stored
-    client = await gateway()
     assert (await try_sign_in(client, "alice", PASSWORD)).status == 401
     result = await try_sign_in(client, "alice", NEW_PASSWORD)
     assert result.status == 303, result.text
     assert result.token
     assert await audit_events(db, "alice") == ["user_added", "user_password_changed"]
+    detail = "SELECT detail FROM audit_log WHERE event = 'user_password_changed'"
+    assert await db.fetchval(detail) == "sessions ended: 2"
+
+
+async def test_user_passwd_keep_sessions_leaves_them_signed_in(cli, db, alice, gateway):
+    client = await gateway()
+    token = await signed_in_token(client)
+
+    run = await cli(
+        "user", "passwd", "alice", "--password-stdin", "--keep-sessions", stdin=NEW_PASSWORD + "\n"
+    )
+
+    assert run.returncode == 0, run.describe()
+    assert run.stdout == "password of alice changed, sessions kept\n"
+    await assert_signed_in(client, token)
+    assert (await try_sign_in(client, "alice", NEW_PASSWORD)).status == 303
+    detail = "SELECT detail FROM audit_log WHERE event = 'user_password_changed'"
+    assert await db.fetchval(detail) == "sessions kept"
 
 
 @pytest.mark.parametrize(

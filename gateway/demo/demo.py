@@ -67,7 +67,8 @@ async def _ensure_demo_user(url: str, password: str) -> None:
                 groups=("users",),
             )
         else:
-            await users.set_password(conn, DEMO_USER, password_hash)
+            # A new password each run: the last run's sessions end with the old one.
+            await users.set_password(conn, DEMO_USER, password_hash, end_sessions=True)
             await users.set_disabled(conn, DEMO_USER, False)
     finally:
         await conn.close()

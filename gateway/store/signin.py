@@ -77,7 +77,8 @@ async def sign_in(
         LOGINS.inc("ok")
         await throttle.succeeded(conn, counted, who)
         if result.new_hash:
-            await users.set_password(conn, user.username, result.new_hash)
+            # The same password under new parameters: nobody's sessions end.
+            await users.set_password(conn, user.username, result.new_hash, end_sessions=False)
         await audit.record(
             conn,
             "login_ok",

@@ -145,13 +145,22 @@ async def add_user(
     return user_id
 
 
-async def set_password(conn: asyncpg.Connection, username: str, password_hash: str) -> None:
-    """Change a password. Other sessions survive; `disable` ends them."""
+async def set_password(
+    conn: asyncpg.Connection, username: str, password_hash: str, *, end_sessions: bool
+) -> int:
+    """Change a password and, unless told not to, end every session of the user:
+    whoever knew the old password may be signed in. Returns sessions ended."""
     username = normalize_username(username)
     async with conn.transaction():
-        if await conn.fetchval(UPDATE_PASSWORD, username, password_hash) is None:
+        user_id = await conn.fetchval(UPDATE_PASSWORD, username, password_hash)
+        if user_id is None:
             raise UserError(f"no such user {username!r}")
-        await audit.record(conn, "user_password_changed", username)
+        from .sessions import revoke_user  # see set_disabled
+
+        ended = await revoke_user(conn, user_id) if end_sessions else 0
+        detail = f"sessions ended: {ended}" if end_sessions else "sessions kept"
+        await audit.record(conn, "user_password_changed", username, detail=detail)
+    return ended
 
 
 async def set_disabled(conn: asyncpg.Connection, username: str, disabled: bool) -> int:
