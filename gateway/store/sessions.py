@@ -169,9 +169,7 @@ class SessionStore:
         token_hash = hash_token(token)
         now = self.clock()
         entry = self.cache.get(token_hash, now)
-        if entry is not None and not expired(
-            entry.session, now, self.config.idle_timeout, entry.last_seen
-        ):
+        if entry is not None and not self.expired(entry.session, now, entry.last_seen):
             SESSION_CACHE.inc("hit")
             entry.last_seen = now
             if now - entry.written_last_seen >= TOUCH_INTERVAL:
