@@ -755,7 +755,8 @@ async def test_json_access_log_one_line_per_request_with_its_facts(
     for record in records:
         by_id.setdefault(record["request_id"], []).append(record)
         assert record["level"] == "info"
-        assert isinstance(record["duration_ms"], int | float) and record["duration_ms"] > 0
+        assert isinstance(record["duration_ms"], int | float)
+        assert 0 <= record["duration_ms"] < 60_000  # rounded to 0.01 ms: 0.0 happens
         assert record["peer"] == "127.0.0.1"
         assert set(record) >= {"request_id", "method", "path", "status", "user", "upstream"}
     for rid, facts in expected.items():
@@ -843,7 +844,7 @@ async def test_serve_writes_json_access_lines_to_stderr(db_url, tmp_path, echo_u
         assert record["upstream"] == "echo"
         assert record["user"] == ""
         assert record["method"] == "GET"
-        assert record["duration_ms"] > 0
+        assert 0 <= record["duration_ms"] < 60_000  # rounded to 0.01 ms: 0.0 happens
     assert "SECRET-QUERY-VALUE" not in served.stderr
 
 
