@@ -20,6 +20,7 @@ COPY pyproject.toml README.md ./
 COPY gateway gateway
 COPY templates templates
 COPY sql sql
+COPY data data
 RUN pip wheel --no-cache-dir --disable-pip-version-check --root-user-action=ignore \
         --wheel-dir /wheels .
 

@@ -12,10 +12,11 @@ from .policy.identity import Clock, utc_now
 from .policy.peers import trusted_peer_check
 from .policy.rules import RuleSet
 from .policy.upstreams import UpstreamTable
-from .resources import favicon_uri, resource_dir
+from .resources import favicon_uri, password_rules, resource_dir
 from .store.throttle import Throttle
 from .web import (
     account,
+    branding,
     database,
     errors,
     forward_auth,
@@ -45,6 +46,8 @@ def create_app(config: Config, *, clock: Clock = utc_now) -> web.Application:
     app[HEADER_RULES] = HeaderRules(config)
     app[websocket.WEBSOCKET_SLOTS] = websocket.WebSocketSlots()
     app[login.THROTTLE] = Throttle(config.login, clock)
+    app[account.PASSWORD_RULES] = password_rules(config)
+    app[branding.ASSETS] = branding.assets(config.branding)
     app.cleanup_ctx.extend(
         [
             database.database,
@@ -67,8 +70,9 @@ def create_app(config: Config, *, clock: Clock = utc_now) -> web.Application:
         prefix=prefix,
         css_url=f"{prefix}/static/gateway.css",
         favicon=favicon_uri(),
-        product_name="Gateway",
+        **branding.template_globals(config.branding, prefix),
     )
+    env.filters.update(when=account.format_time, ago=account.format_ago)
 
     r = app.router
     # Every route answers Expect itself (errors.expect_continue): aiohttp's
@@ -80,7 +84,14 @@ def create_app(config: Config, *, clock: Clock = utc_now) -> web.Application:
     r.add_get(f"{prefix}/logout", login.logout_get, name="logout", **expect)
     r.add_post(f"{prefix}/logout", login.logout_post, name="logout_post", **expect)
     r.add_get(f"{prefix}/auth", forward_auth.handle_auth, name="auth", **expect)
+    r.add_get(f"{prefix}/account", account.account_get, name="account", **expect)
+    r.add_get(f"{prefix}/sessions", account.sessions_get, name="sessions", **expect)
+    r.add_post(f"{prefix}/sessions", account.sessions_post, name="sessions_post", **expect)
+    r.add_get(f"{prefix}/password", account.password_get, name="password", **expect)
+    r.add_post(f"{prefix}/password", account.password_post, name="password_post", **expect)
     r.add_get(f"{prefix}/userinfo", account.userinfo, name="userinfo", **expect)
+    r.add_get(f"{prefix}/branding.css", branding.stylesheet, name="branding_css", **expect)
+    r.add_get(f"{prefix}/branding/logo", branding.logo, name="branding_logo", **expect)
     r.add_get(f"{prefix}/healthz", health.healthz, name="healthz", **expect)
     r.add_get(f"{prefix}/readyz", health.readyz, name="readyz", **expect)
     r.add_get(f"{prefix}/metrics", metrics.metrics, name="metrics", **expect)

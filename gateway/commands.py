@@ -18,6 +18,7 @@ import asyncpg
 from .config import Config, ConfigError, load_config
 from .policy.identity import utc_now
 from .policy.passwords import PasswordRejected, Passwords
+from .resources import password_rules
 from .settings import parse_duration
 from .store import audit, sessions, users
 from .store.db import database_url, migrate
@@ -81,9 +82,11 @@ def _read_password(args: argparse.Namespace) -> str:
     return first
 
 
-def _hash(password: str) -> str:
+def _hash(config: Config, password: str, username: str) -> str:
+    """A new password, held to the same rules as on the password page, hashed."""
     passwords = Passwords(workers=1)
     try:
+        password_rules(config).check(password, users.normalize_username(username))
         return passwords.hash(password)
     except PasswordRejected as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
@@ -137,7 +140,7 @@ async def cmd_user_add(args: argparse.Namespace) -> int:
     username = _usage_checked(users.check_username, args.name)
     groups = _usage_checked(users.check_groups, args.group)
     email = _usage_checked(users.check_email, args.email)
-    password_hash = _hash(_read_password(args))
+    password_hash = _hash(config, _read_password(args), username)
     async with _connection(config) as conn:
         await users.add_user(
             conn, username, password_hash, email=email, name=args.display_name, groups=groups
@@ -148,7 +151,7 @@ async def cmd_user_add(args: argparse.Namespace) -> int:
 
 async def cmd_user_passwd(args: argparse.Namespace) -> int:
     config = _config(args)
-    password_hash = _hash(_read_password(args))
+    password_hash = _hash(config, _read_password(args), args.name)
     async with _connection(config) as conn:
         ended = await users.set_password(
             conn, args.name, password_hash, end_sessions=not args.keep_sessions

@@ -92,6 +92,23 @@ class LoginConfig:
 
 
 @dataclass(frozen=True)
+class PasswordConfig:
+    min_length: int = DEFAULTS["password"]["min_length"]
+
+
+LOGO_MAX_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class BrandingConfig:
+    name: str = DEFAULTS["branding"]["name"]
+    logo: Path | None = None
+    logo_type: str = ""  # image/svg+xml or image/png, read off the file at load
+    accent_color: str = DEFAULTS["branding"]["accent_color"]
+    footer: str = DEFAULTS["branding"]["footer"]
+
+
+@dataclass(frozen=True)
 class IdentityHeaders:
     user: str = DEFAULTS["identity_headers"]["user"]
     email: str = DEFAULTS["identity_headers"]["email"]
@@ -141,6 +158,8 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
     login: LoginConfig = field(default_factory=LoginConfig)
+    password: PasswordConfig = field(default_factory=PasswordConfig)
+    branding: BrandingConfig = field(default_factory=BrandingConfig)
     identity_headers: IdentityHeaders = field(default_factory=IdentityHeaders)
     upstreams: tuple[Upstream, ...] = ()
     rules: tuple[Rule, ...] = ()
@@ -243,6 +262,38 @@ def _session(r: _Reader, data: Mapping[str, Any]) -> SessionConfig:
     return session
 
 
+def logo_type(data: bytes) -> str | None:
+    """image/png or image/svg+xml by what the file holds (not its name), else None."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if (head.startswith(b"<svg") or head.startswith(b"<?xml")) and b"<svg" in data[:4096].lower():
+        return "image/svg+xml"
+    return None
+
+
+def _branding(r: _Reader, data: Mapping[str, Any], base: Path) -> BrandingConfig:
+    values = r.section(data, "branding")
+    logo = values.pop("logo")
+    if not logo:
+        return BrandingConfig(**values)
+    path = Path(logo) if Path(logo).is_absolute() else base / logo
+    where = "branding.logo"
+    try:
+        size = path.stat().st_size
+        if size > LOGO_MAX_BYTES:
+            r.error(where, f"{path} is {size} bytes; a logo may be at most {LOGO_MAX_BYTES}")
+            return BrandingConfig(**values)
+        kind = logo_type(path.read_bytes())
+    except OSError as exc:
+        r.error(where, f"cannot read {path}: {exc.strerror or exc}")
+        return BrandingConfig(**values)
+    if kind is None:
+        r.error(where, f"{path} is neither an SVG nor a PNG file")
+        return BrandingConfig(**values)
+    return BrandingConfig(logo=path, logo_type=kind, **values)
+
+
 def _upstreams(r: _Reader, data: Mapping[str, Any]) -> tuple[Upstream, ...]:
     upstreams = []
     for i, (_, values) in enumerate(r.tables(data, "upstream")):
@@ -292,6 +343,8 @@ def build_config(
         database=_database(r, data, base_dir or Path.cwd()),
         session=_session(r, data),
         login=LoginConfig(**r.section(data, "login")),
+        password=PasswordConfig(**r.section(data, "password")),
+        branding=_branding(r, data, base_dir or Path.cwd()),
         identity_headers=IdentityHeaders(**r.section(data, "identity_headers")),
         upstreams=_upstreams(r, data),
         rules=_rules(r, data),

@@ -1,4 +1,4 @@
-"""Where templates/ and sql/ live: inside the installed wheel, or the checkout."""
+"""Where templates/, sql/ and data/ live: inside the installed wheel, or the checkout."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import functools
 from pathlib import Path
 from urllib.parse import quote
 
+from .config import Config
+from .policy.passwords import PasswordRules, common_passwords
+
 _PACKAGE = Path(__file__).resolve().parent
 
 
 def resource_dir(name: str) -> Path:
-    """The wheel maps templates/ and sql/ into the package; a checkout keeps them beside it."""
+    """The wheel maps templates/, sql/ and data/ into the package; a checkout has them beside it."""
     for candidate in (_PACKAGE / name, _PACKAGE.parent / name):
         if candidate.is_dir():
             return candidate
@@ -23,3 +26,13 @@ def favicon_uri() -> str:
     images), so no page costs the browser a /favicon.ico request to the app."""
     svg = (resource_dir("templates") / "static" / "favicon.svg").read_text("utf-8")
     return "data:image/svg+xml," + quote(" ".join(svg.split()), safe=" /:=.,-")
+
+
+def common_passwords_file() -> Path:
+    """The shipped list of common passwords (data/SOURCES.md says where it is from)."""
+    return resource_dir("data") / "common-passwords.txt.gz"
+
+
+def password_rules(config: Config) -> PasswordRules:
+    """[password]'s rules, with the shipped common-password list."""
+    return PasswordRules(config.password.min_length, common_passwords(common_passwords_file()))

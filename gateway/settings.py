@@ -156,6 +156,36 @@ def _path_prefix(value: Any) -> str:
     return text
 
 
+def _plain_text(limit: int) -> Callable[[Any], str]:
+    """One line a page prints as text: no control characters, at most `limit` characters."""
+
+    def convert(value: Any) -> str:
+        text = _string(value).strip()
+        if len(text) > limit or re.search(r"[\x00-\x1f\x7f-\x9f]", text):
+            raise ValueError(text)
+        return text
+
+    return convert
+
+
+def _product_name(value: Any) -> str:
+    if not (text := _plain_text(40)(value)):
+        raise ValueError(text)
+    return text
+
+
+def _hex_colour(value: Any) -> str:
+    """'' (the built-in look) or '#rgb' / '#rrggbb', returned as '#rrggbb' lower-case."""
+    text = _string(value).strip().lower()
+    if not text:
+        return ""
+    if not re.fullmatch(r"#([0-9a-f]{3}|[0-9a-f]{6})", text):
+        raise ValueError(text)
+    if len(text) == 4:
+        text = "#" + "".join(c * 2 for c in text[1:])
+    return text
+
+
 def _methods(value: Any) -> tuple[str, ...]:
     methods = _string_list(value)
     if not all(re.fullmatch(r"[A-Za-z]+", m) for m in methods):
@@ -250,6 +280,10 @@ SETTINGS: tuple[Setting, ...] = (
         "Failed sign-ins per client IP within `window` before that IP is throttled."),
     Setting("login", "window", _duration, "15m", "a duration such as '15m'",
         "Counting window."),
+    Setting("password", "min_length", _integer(8), 10, "a whole number of at least 8",
+        "Shortest new password, in characters (on the password page and for `gateway user "
+        "add`/`passwd`). A new password also may not be the username or one of the 20,000 "
+        "most common passwords shipped with the gateway."),
     Setting("log", "level", _choice(LOG_LEVELS, fold=True), "info",
         "one of " + ", ".join(LOG_LEVELS), "`debug`, `info`, `warning` or `error`.",
         env="GATEWAY_LOG_LEVEL"),
@@ -262,6 +296,17 @@ SETTINGS: tuple[Setting, ...] = (
         "How long audit rows are kept."),
     Setting("retention", "purge_interval", _duration, "10m", "a duration such as '90d' or '10m'",
         "How often dead rows are purged."),
+    Setting("branding", "name", _product_name, "Gateway", "1-40 characters of plain text",
+        "The name the gateway's pages show (title, header, footer) instead of \"Gateway\"."),
+    Setting("branding", "logo", _string, "", "a path",
+        "An SVG or PNG file (at most 256 KiB) shown instead of the built-in mark, served at "
+        "`{prefix}/branding/logo`. Relative paths are resolved from the config file's "
+        "directory. Checked at start and by `check-config`."),
+    Setting("branding", "accent_color", _hex_colour, "", "a hex colour such as '#0b7285'",
+        "The colour of buttons, links and focus rings. Light and dark variants with readable "
+        "text on them are derived from it. If empty, the built-in blue."),
+    Setting("branding", "footer", _plain_text(200), "", "at most 200 characters of plain text",
+        'A line under every page (help desk, owner), instead of "Protected by <name>".'),
     Setting("identity_headers", "user", _matching(_TOKEN), "X-Remote-User", HEADER, "username"),
     Setting("identity_headers", "email", _matching(_TOKEN), "X-Remote-Email", HEADER,
         "email address"),

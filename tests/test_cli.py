@@ -197,7 +197,21 @@ async def test_user_add_duplicate_is_refused_and_changes_nothing(cli, db, alice,
             ["invalid group", "bad group"],
             id="group",
         ),
-        pytest.param(["carol", "--password-stdin"], "short\n", ["at least 8"], id="short-password"),
+        pytest.param(
+            ["carol", "--password-stdin"],
+            "short\n",
+            ["at least 10 characters"],
+            id="short-password",
+        ),
+        pytest.param(
+            ["carolcarol", "--password-stdin"],
+            "carolcarol\n",
+            ["not be your username"],
+            id="same-as-username",
+        ),
+        pytest.param(
+            ["carol", "--password-stdin"], "1234567890\n", ["most common"], id="common-password"
+        ),
         pytest.param(["carol", "--password-stdin"], "", ["--password-stdin"], id="empty-stdin"),
         pytest.param(["carol"], None, ["--password-stdin"], id="no-tty"),
         pytest.param(

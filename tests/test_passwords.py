@@ -4,15 +4,19 @@ for a new password, and the rehash of old parameters.
 
 from __future__ import annotations
 
+import hashlib
+
 import argon2
 import pytest
 
 from gateway.policy.passwords import (
     MAX_PASSWORD_BYTES,
     PasswordRejected,
+    PasswordRules,
     Passwords,
-    check_new_password,
+    common_passwords,
 )
+from gateway.resources import common_passwords_file
 
 PW = "correct horse battery staple"
 
@@ -97,26 +101,59 @@ async def test_verify_async_in_pool(passwords, stored):
     assert (await passwords.verify(None, PW)).ok is False
 
 
+COMMON = common_passwords(common_passwords_file())
+RULES = PasswordRules(min_length=10, common=COMMON)
+
+
+def test_the_common_password_list_is_the_one_data_sources_names():
+    """data/SOURCES.md: Royce Williams' 20k list as Django ships it (19,640 lines)."""
+    digest = hashlib.sha256(common_passwords_file().read_bytes()).hexdigest()
+    assert digest == "3c1baed62596de36860824eb3f436d5932d37ca8b06e59df78f5a44ec175afe4"
+    assert len(COMMON) == 19_640
+    assert {"123456", "password", "qwerty", "iloveyou"} <= COMMON
+
+
 @pytest.mark.parametrize(
-    "password", ["", "a", "1234567", "a" * (MAX_PASSWORD_BYTES + 1), "é" * 513]
+    ("password", "username", "why"),
+    [
+        ("", "", "at least 10 characters"),
+        ("a", "", "at least 10 characters"),
+        ("123456789", "", "at least 10 characters"),  # 9: one short
+        ("a" * (MAX_PASSWORD_BYTES + 1), "", "at most 1024 bytes"),
+        ("é" * 513, "", "at most 1024 bytes"),  # 513 characters, 1026 bytes
+        ("\ud800" * 12, "", "not valid text"),
+        ("alice.smith", "alice.smith", "not be your username"),
+        ("Alice.Smith", "alice.smith", "not be your username"),
+        ("1234567890", "", "most common"),
+        ("Password123", "", "most common"),  # compared lower-case
+        ("qwertyuiop", "", "most common"),
+    ],
 )
-def test_check_new_password_rejects(password):
-    with pytest.raises(PasswordRejected):
-        check_new_password(password)
+def test_a_new_password_is_refused_with_a_reason(password, username, why):
+    with pytest.raises(PasswordRejected, match=why):
+        RULES.check(password, username)
 
 
-@pytest.mark.parametrize("password", ["12345678", "a" * MAX_PASSWORD_BYTES, "é" * 512, PW])
-def test_check_new_password_accepts(passwords, password):
-    assert check_new_password(password) is None
+@pytest.mark.parametrize(
+    "password", ["a" * MAX_PASSWORD_BYTES, "é" * 512, PW, "ten chars!", "alice.smith2"]
+)
+def test_a_new_password_is_accepted(passwords, password):
+    assert RULES.check(password, "alice.smith") is None
     # Accepted means usable: it hashes, and that hash signs this password in.
     assert passwords.verify_sync(passwords.hash(password), password).ok is True
 
 
-def test_hash_rejects_bad_new_password(passwords):
-    with pytest.raises(PasswordRejected):
-        passwords.hash("short")
+def test_min_length_is_the_operators():
+    assert PasswordRules(min_length=20).check("x" * 20) is None
+    with pytest.raises(PasswordRejected, match="at least 20 characters"):
+        PasswordRules(min_length=20).check("x" * 19)
+
+
+def test_hash_refuses_only_what_it_cannot_take(passwords):
+    """Hashing checks the size; the rules are the caller's (page or CLI)."""
     with pytest.raises(PasswordRejected):
         passwords.hash("x" * (MAX_PASSWORD_BYTES + 1))
+    assert passwords.hash("short").startswith("$argon2id$")
 
 
 def test_rehash_weak_hash_on_successful_verify(passwords):

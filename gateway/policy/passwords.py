@@ -7,31 +7,58 @@ profile (t=3, m=64 MiB, p=4), above OWASP's minimum for Argon2id.
 from __future__ import annotations
 
 import asyncio
+import functools
+import gzip
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 MAX_PASSWORD_BYTES = 1024
-MIN_PASSWORD_CHARS = 8
+MIN_PASSWORD_CHARS = 10  # [password] min_length's default
 
 
 class PasswordRejected(ValueError):
-    """A password that may not be set (too short, too long)."""
+    """A password that may not be set: the message says why, to the person choosing it."""
 
 
-def check_new_password(password: str) -> None:
-    """Raise PasswordRejected with an operator-readable reason."""
-    try:
-        encoded = password.encode("utf-8")
-    except UnicodeEncodeError:
-        raise PasswordRejected("password is not valid text") from None
-    if len(password) < MIN_PASSWORD_CHARS:
-        raise PasswordRejected(f"password must be at least {MIN_PASSWORD_CHARS} characters")
-    if len(encoded) > MAX_PASSWORD_BYTES:
-        raise PasswordRejected(f"password must be at most {MAX_PASSWORD_BYTES} bytes")
+@functools.cache
+def common_passwords(path: Path) -> frozenset[str]:
+    """The shipped list of common passwords (data/SOURCES.md), lower-case, read once."""
+    with gzip.open(path, "rt", encoding="utf-8") as lines:
+        return frozenset(line.strip() for line in lines if line.strip())
+
+
+@dataclass(frozen=True)
+class PasswordRules:
+    """What a new password must be: the same for the account page and the CLI."""
+
+    min_length: int = MIN_PASSWORD_CHARS
+    common: frozenset[str] = frozenset()
+
+    def check(self, password: str, username: str = "") -> None:
+        """Raise PasswordRejected with a reason a person can act on."""
+        try:
+            encoded = password.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PasswordRejected("The password is not valid text.") from None
+        if len(encoded) > MAX_PASSWORD_BYTES:
+            raise PasswordRejected(f"The password must be at most {MAX_PASSWORD_BYTES} bytes.")
+        if len(password) < self.min_length:
+            raise PasswordRejected(
+                f"The password must be at least {self.min_length} characters long."
+            )
+        folded = password.strip().lower()
+        if username and folded == username.strip().lower():
+            raise PasswordRejected("The password must not be your username.")
+        if folded in self.common:
+            raise PasswordRejected(
+                "This password is one of the most common ones, which attackers try first. "
+                "Choose another."
+            )
 
 
 @dataclass(frozen=True)
@@ -58,7 +85,9 @@ class Passwords:
         self._dummy_hash = self.hasher.hash("dummy password for unknown users")
 
     def hash(self, password: str) -> str:
-        check_new_password(password)
+        """The Argon2id hash. Only the size is checked here (what hashing can take);
+        whether a person may choose this password is PasswordRules'."""
+        PasswordRules(min_length=1).check(password)
         return self.hasher.hash(password)
 
     def verify_sync(self, stored_hash: str | None, password: str) -> VerifyResult:
@@ -82,6 +111,11 @@ class Passwords:
         """Verify in the pool; `stored_hash=None` runs the dummy hash and fails."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self.verify_sync, stored_hash, password)
+
+    async def hash_in_pool(self, password: str) -> str:
+        """`hash`, in the pool: a page's request must not hash on the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.hash, password)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

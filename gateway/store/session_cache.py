@@ -84,6 +84,14 @@ class SessionCache:
         self._entries.move_to_end(token_hash)
         return entry
 
+    def serving(self) -> bool:
+        """Would the cache serve now (notifications are known to be arriving)?"""
+        return self.enabled and self.monotonic() < self.trusted_until
+
+    def peek(self, token_hash: bytes) -> Entry | None:
+        """The entry as held, whether or not it may be served (no reordering)."""
+        return self._entries.get(token_hash)
+
     def put(self, token_hash: bytes, entry: Entry, generation: int) -> None:
         """Store, unless an eviction happened since the caller read the database."""
         if not self.enabled or generation != self.generation:
@@ -151,14 +159,24 @@ class SessionCache:
 class Invalidator:
     """Holds the LISTEN connection; reconnects with backoff; gates the cache on it."""
 
-    def __init__(self, url: str, cache: SessionCache, trust_seconds: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        cache: SessionCache,
+        trust_seconds: float,
+        listeners: tuple[Callable[[str], None], ...] = (),
+    ) -> None:
         self.url = url
         self.cache = cache
         self.trust_seconds = trust_seconds
+        # Told every payload after the cache (store.live cuts connections with them).
+        self.listeners = listeners
         self.connected = asyncio.Event()  # for tests and readiness: LISTEN is live
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         self.cache.apply(payload)
+        for listener in self.listeners:
+            listener(payload)
 
     async def run(self) -> None:
         backoff = 0.1
@@ -178,6 +196,8 @@ class Invalidator:
                 self.cache.enable()
                 self.cache.vouch(self.trust_seconds)
                 self.connected.set()
+                for listener in self.listeners:
+                    listener("all")  # what ended while nobody listened is unknown
                 backoff = 0.1
                 # A third of the bound: an answer that takes up to twice the
                 # interval still arrives before the trust runs out.

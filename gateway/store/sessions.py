@@ -53,6 +53,10 @@ WHERE s.token_hash = t.token_hash AND s.last_seen < t.at"""
 DELETE_SESSION = "DELETE FROM sessions WHERE token_hash = $1 RETURNING user_id"
 DELETE_SESSION_BY_ID = "DELETE FROM sessions WHERE id = $1 RETURNING user_id"
 DELETE_USER_SESSIONS = "DELETE FROM sessions WHERE user_id = $1"
+# The account pages end sessions by their public id, and only the signed-in
+# user's own: another user's id matches no row, exactly like a made-up one.
+DELETE_OWN_SESSION = "DELETE FROM sessions WHERE id = $1 AND user_id = $2 RETURNING token_hash"
+DELETE_OTHER_SESSIONS = "DELETE FROM sessions WHERE user_id = $1 AND token_hash <> $2"
 DELETE_ALL_SESSIONS = "DELETE FROM sessions"
 
 # -- the expiry rule ------------------------------------------------------------
@@ -79,6 +83,10 @@ SELECT s.id, s.created_at, s.last_seen, s.expires_at, s.remember, s.ip, s.user_a
 FROM sessions s JOIN users u ON u.id = s.user_id
 WHERE ($3::text IS NULL OR u.username = $3) AND {LIVE}
 ORDER BY s.created_at"""
+# Which of these sessions would a request still be let in with? (store.live asks.)
+STILL_LIVE = f"""
+SELECT s.token_hash FROM sessions s JOIN users u ON u.id = s.user_id
+WHERE s.token_hash = ANY($3::bytea[]) AND NOT u.disabled AND {LIVE}"""
 PURGE_DEAD = f"""
 DELETE FROM sessions WHERE id IN (
     SELECT s.id FROM sessions s WHERE NOT ({LIVE}) LIMIT $3)"""
@@ -136,14 +144,22 @@ class SessionStore:
         return self.config.remember_me if remember else self.config.absolute_timeout
 
     async def create(
-        self, identity: Identity, *, remember: bool = False, ip: str = "", user_agent: str = ""
+        self,
+        identity: Identity,
+        *,
+        remember: bool = False,
+        ip: str = "",
+        user_agent: str = "",
+        conn: asyncpg.Connection | None = None,
     ) -> tuple[str, Session]:
-        """A brand-new session (never a reused one: no fixation). Returns (token, session)."""
+        """A brand-new session (never a reused one: no fixation). Returns (token, session).
+
+        With `conn`, inside the caller's transaction (a password change)."""
         token = new_token()
         token_hash = hash_token(token)
         now = self.clock()
         expires = now + self.lifetime(remember)
-        async with self._conn() as conn:
+        async with contextlib.nullcontext(conn) if conn else self._conn() as conn:
             session_id = await conn.fetchval(
                 INSERT_SESSION,
                 token_hash,
@@ -224,6 +240,46 @@ class SessionStore:
         self.cache.evict_user(user_id)
         async with self._conn() as conn:
             return await revoke_user(conn, user_id)
+
+    async def revoke_own(self, user_id: int, session_id: uuid.UUID) -> bool:
+        """End one of `user_id`'s sessions by its public id. False: no such session
+        of theirs (another user's id included), and nothing was ended."""
+        async with self._conn() as conn:
+            token_hash = await conn.fetchval(DELETE_OWN_SESSION, session_id, user_id)
+        if token_hash is None:
+            return False
+        self.cache.evict([token_hash])
+        return True
+
+    async def revoke_others(self, session: Session) -> int:
+        """End every session of this session's user but this one."""
+        user_id = session.identity.user_id
+        async with self._conn() as conn:
+            ended = rows_affected(
+                await conn.execute(DELETE_OTHER_SESSIONS, user_id, session.token_hash)
+            )
+        self.cache.evict_user(user_id)
+        return ended
+
+    async def still_live(self, token_hashes: list[bytes]) -> set[bytes]:
+        """Those of `token_hashes` whose sessions have not ended, asked of the database."""
+        now = self.clock()
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                STILL_LIVE, now, now - self.config.idle_timeout, token_hashes, timeout=DB_TIMEOUT
+            )
+        return {row["token_hash"] for row in rows}
+
+    def keep_alive(self, token_hash: bytes, now: datetime) -> None:
+        """A connection still open for this session is activity: note it like a
+        request (batched), so idle expiry does not end a session in use."""
+        entry = self.cache.peek(token_hash)
+        if entry is not None:
+            entry.last_seen = now
+            if now - entry.written_last_seen < TOUCH_INTERVAL:
+                return
+            entry.written_last_seen = now
+        self._touches[token_hash] = now
 
     async def flush_touches_forever(self, interval: float = TOUCH_FLUSH_SECONDS) -> None:
         """Write the batched last_seen updates every `interval` until cancelled."""

@@ -2,7 +2,8 @@
 
 The login page (web/login.py) reads the form and renders the answer; the
 order of the steps, which decides what an attacker can learn and what a
-guess costs, is here in one function.
+guess costs, is here in one function. Changing one's own password is the
+same proof again (`change_password`), counted by the same throttle.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class SignIn:
     token: str = ""  # the new session's cookie value (OK only)
     session: Session | None = None
     retry_after: int | None = None  # seconds (THROTTLED only)
+    ended: int = 0  # other sessions ended (a password change)
 
 
 @dataclass(frozen=True)
@@ -104,3 +106,61 @@ async def _end_previous(store: SessionStore, token: str | None) -> None:
         session = await store.lookup(token)
         if session is not None:
             await store.revoke(session.token_hash)
+
+
+@dataclass(frozen=True)
+class PasswordChange:
+    """A signed-in person's own password change, and where it came from."""
+
+    session: Session  # the session asking; it is replaced
+    current: str
+    new_password: str  # already held to the rules (policy.passwords.PasswordRules)
+    ip: str
+    user_agent: str
+
+
+async def change_password(
+    pool: asyncpg.Pool,
+    throttle: Throttle,
+    passwords: Passwords,
+    store: SessionStore,
+    change: PasswordChange,
+) -> SignIn:
+    """Check the current password (throttled like a sign-in: a stolen session must
+    not become a free password-guessing oracle), then hash the new one and, in one
+    transaction, set it, end every session of the user and make this browser a new one.
+
+    Raises DatabaseUnavailable (fail closed)."""
+    session = change.session
+    who, ip, agent = session.identity.username, change.ip, change.user_agent
+    async with connection(pool) as conn:
+        counted = await throttle.begin(conn, who, ip)
+        if counted.retry_after is not None:
+            await audit.record(conn, "password_change_throttled", who, ip=ip, user_agent=agent)
+            return SignIn(Outcome.THROTTLED, retry_after=counted.retry_after)
+        user = await users.get_user(conn, who)
+    result = await passwords.verify(user.password_hash if user else None, change.current)
+    async with connection(pool) as conn:
+        if user is None or user.disabled or not result.ok:
+            await audit.record(
+                conn, "password_change_failed", who, ip=ip, user_agent=agent, detail="password"
+            )
+            return SignIn(Outcome.FAILED)
+        await throttle.succeeded(conn, counted, who)
+    # Hashed only once the current password is proven: a guess costs one hash, not two.
+    new_hash = await passwords.hash_in_pool(change.new_password)
+    async with connection(pool) as conn, conn.transaction():
+        ended = await users.set_password(
+            conn,
+            who,
+            new_hash,
+            end_sessions=True,
+            event="password_changed",
+            ip=ip,
+            user_agent=agent,
+        )
+        token, new = await store.create(
+            user.identity, remember=session.remember, ip=ip, user_agent=agent, conn=conn
+        )
+    store.cache.evict_user(user.id)  # the NOTIFY does it too; this process at once
+    return SignIn(Outcome.OK, token=token, session=new, ended=ended)

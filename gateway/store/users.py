@@ -146,10 +146,19 @@ async def add_user(
 
 
 async def set_password(
-    conn: asyncpg.Connection, username: str, password_hash: str, *, end_sessions: bool
+    conn: asyncpg.Connection,
+    username: str,
+    password_hash: str,
+    *,
+    end_sessions: bool,
+    event: str = "user_password_changed",
+    ip: str = "",
+    user_agent: str = "",
 ) -> int:
     """Change a password and, unless told not to, end every session of the user:
-    whoever knew the old password may be signed in. Returns sessions ended."""
+    whoever knew the old password may be signed in. Returns sessions ended.
+
+    `event`: user_password_changed (an operator) or password_changed (the user)."""
     username = normalize_username(username)
     async with conn.transaction():
         user_id = await conn.fetchval(UPDATE_PASSWORD, username, password_hash)
@@ -159,7 +168,7 @@ async def set_password(
 
         ended = await revoke_user(conn, user_id) if end_sessions else 0
         detail = f"sessions ended: {ended}" if end_sessions else "sessions kept"
-        await audit.record(conn, "user_password_changed", username, detail=detail)
+        await audit.record(conn, event, username, ip=ip, user_agent=user_agent, detail=detail)
     return ended
 
 

@@ -3,7 +3,8 @@
 `database`: the pool (and the embedded server when no URL is configured),
 the session store and the CSRF signer (whose key may live in the database).
 `session_listener`: the LISTEN connection that keeps the session cache
-coherent, and the last_seen writer. `purger`: the retention loop.
+coherent and cuts ended sessions' open connections (store.live), and the
+last_seen writer. `purger`: the retention loop.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from aiohttp import web
 from ..policy.csrf import CsrfSigner
 from ..store import retention
 from ..store.db import DatabaseUnavailable, create_pool, embedded_postgres, prepare_database
+from ..store.live import LiveConnections
 from ..store.session_cache import Invalidator
 from ..store.sessions import SessionStore
 from .exchange import CLOCK, CONFIG, SESSIONS
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 POOL = web.AppKey("pool", asyncpg.Pool)
 DB_URL = web.AppKey("db_url", str)  # resolved: the embedded server's when none was configured
 INVALIDATOR = web.AppKey("invalidator", Invalidator)
+LIVE = web.AppKey("live", LiveConnections)
 
 POOL_CLOSE_SECONDS = 5.0
 
@@ -66,14 +69,17 @@ async def close_pool(pool: asyncpg.Pool) -> None:
 
 
 async def session_listener(app: web.Application) -> AsyncIterator[None]:
-    """The LISTEN connection that keeps the cache coherent, and the last_seen writer."""
+    """The LISTEN connection that keeps the cache coherent and cuts the open
+    connections of ended sessions, and the last_seen writer."""
     store = app[SESSIONS]
     trust = app[CONFIG].session.cache_trust.total_seconds()
-    invalidator = Invalidator(app[DB_URL], store.cache, trust)
+    live = app[LIVE] = LiveConnections(store, trusted=store.cache.serving)
+    invalidator = Invalidator(app[DB_URL], store.cache, trust, listeners=(live.apply,))
     app[INVALIDATOR] = invalidator
     tasks = [
         asyncio.create_task(invalidator.run()),
         asyncio.create_task(store.flush_touches_forever()),
+        asyncio.create_task(live.sweep_forever()),
     ]
     yield
     for task in tasks:

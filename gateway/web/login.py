@@ -149,7 +149,7 @@ async def login_post(request: web.Request) -> web.Response:
 async def logout_get(request: web.Request) -> web.Response:
     session = await exchange(request).session()
     if session is None:
-        return _signed_out(request, ended=None)
+        return signed_out(request, ended=None)
     cookies: dict[str, str] = {}
     ident = session.identity
     context = {"user": ident.name or ident.username, "csrf_token": csrf_token(request, cookies)}
@@ -201,11 +201,11 @@ async def logout_post(request: web.Request) -> web.Response:
         target = ex.login_url(ex.redirect_target(form["rd"]))
         return _forget_session(request, see_other(target))
     if session is None:
-        return _signed_out(request, ended=None)
-    return _signed_out(request, ended="everywhere" if everywhere else "here")
+        return signed_out(request, ended=None)
+    return signed_out(request, ended="everywhere" if everywhere else "here")
 
 
-def _signed_out(request: web.Request, *, ended: str | None) -> web.Response:
+def signed_out(request: web.Request, *, ended: str | None) -> web.Response:
     """The friendly page, carrying the cookie deletion with it.
 
     `ended`: "here", "everywhere", or None when there was no session to end.

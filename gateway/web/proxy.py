@@ -22,6 +22,7 @@ from ..policy.identity import Session
 from ..policy.paths import BadPath, normalize_path, request_host
 from ..policy.upstreams import UpstreamTable
 from . import websocket
+from .database import LIVE
 from .errors import closed, error_page, not_allowed, try_again, unavailable
 from .exchange import COOKIE_NAMES, Exchange, exchange
 from .headers import is_websocket, response_headers, upstream_headers
@@ -225,14 +226,25 @@ async def _forward(
             # aiohttp's parser drops whatever was pipelined behind it, so this
             # connection must not be reused.
             response.force_close()
+        stream = upstream_response.content
+        watch = cutter = None
         try:
             await response.prepare(request)
             if request.method == "HEAD":
                 return response
-            async for chunk in upstream_response.content.iter_chunked(CHUNK):
+            async for chunk in stream.iter_chunked(CHUNK):
                 await response.write(chunk)
+                if watch is None and session is not None and not stream.is_eof():
+                    # A body still coming: from now on the session's end cuts it (store.live).
+                    # Responses that fit one chunk never get here: no cost to the hot path.
+                    cutter = _Cutter(request, upstream_response)
+                    watch = app[LIVE].watch(session, cutter)
+            if cutter is not None and cutter.done:
+                return response
             await response.write_eof()
         except (ConnectionError, TimeoutError, aiohttp.ClientError) as exc:
+            if cutter is not None and cutter.done:
+                return response
             if _client_gone(request):
                 # Leaving the `async with` drops the half-read upstream connection.
                 _client_left(request, upstream, "download")
@@ -242,4 +254,32 @@ async def _forward(
             log.warning("upstream %s failed mid-response: %r", upstream.name, exc)
             if request.transport is not None:
                 request.transport.abort()
+        finally:
+            if watch is not None:
+                watch.close()
     return response
+
+
+class _Cutter:
+    """A watched stream's `cut`: the session ended mid-body. Stop reading from the
+    app and drop the client's connection without a clean end, so it cannot take
+    the truncated body as whole."""
+
+    __slots__ = ("done", "request", "upstream_response")
+
+    def __init__(self, request: web.Request, upstream_response: aiohttp.ClientResponse) -> None:
+        self.request = request
+        self.upstream_response = upstream_response
+        self.done = False
+
+    def __call__(self, why: str) -> None:
+        self.done = True
+        log.info(
+            "session %s: cut the response from %s to %s",
+            why,
+            self.request.path,
+            self.request.remote,
+        )
+        self.upstream_response.close()
+        if self.request.transport is not None:
+            self.request.transport.abort()

@@ -11,12 +11,15 @@ from aiohttp import web
 
 from ..config import Upstream
 from ..policy.identity import Session
+from .database import LIVE
 from .errors import error_page, try_again
 from .exchange import Exchange
 from .headers import upstream_headers
 from .upstream_client import HTTP, bad_gateway, gateway_timeout, target
 
 log = logging.getLogger(__name__)
+
+SESSION_ENDED = b"session ended"  # the close reason with code 1008
 
 
 class WebSocketSlots:
@@ -79,7 +82,7 @@ async def relay(
             actions=try_again(request),
         )
     try:
-        return await _relay_in_slot(request, ex, upstream, headers, protocols, origin)
+        return await _relay_in_slot(request, ex, upstream, session, headers, protocols, origin)
     finally:
         slots.release(upstream)
 
@@ -88,6 +91,7 @@ async def _relay_in_slot(
     request: web.Request,
     ex: Exchange,
     upstream: Upstream,
+    session: Session | None,
     headers: list[tuple[str, str]],
     protocols: list[str],
     origin: str,
@@ -128,17 +132,30 @@ async def _relay_in_slot(
                 break
         await sink.close(code=source.close_code or aiohttp.WSCloseCode.OK)
 
+    # The session ending (anywhere: store.live) ends the connection it opened.
+    ended = asyncio.Event()
+    watch = ex.app[LIVE].watch(session, lambda _why: ended.set()) if session else None
     try:
         await to_client.prepare(request)
         tasks = [
             asyncio.create_task(pump(to_client, to_app)),
             asyncio.create_task(pump(to_app, to_client)),
+            asyncio.create_task(ended.wait()),
         ]
         _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
     finally:
+        if watch is not None:
+            watch.close()
+        if ended.is_set():
+            log.info("session ended: closing its WebSocket to %s", upstream.name)
+            await to_app.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=SESSION_ENDED)
+            if to_client.prepared:
+                await to_client.close(
+                    code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=SESSION_ENDED
+                )
         await to_app.close()
         if to_client.prepared:  # not when the client left before the handshake answer
             await to_client.close()
