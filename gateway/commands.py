@@ -16,6 +16,7 @@ from typing import TypeVar
 import asyncpg
 
 from .config import Config, ConfigError, load_config
+from .policy.devices import describe
 from .policy.identity import utc_now
 from .policy.passwords import PasswordRejected, Passwords
 from .resources import password_rules
@@ -218,7 +219,7 @@ async def cmd_sessions_list(args: argparse.Namespace) -> int:
             _when(s.last_seen),
             _when(s.expires_at),
             s.ip,
-            s.user_agent[:40],
+            describe(s.user_agent).summary(),
         )
         for s in found
     ]

@@ -81,7 +81,13 @@ async def test_sign_out_confirmation_and_signed_out_pages(site, page, alice):
     await sign_in(page)
     await page.goto(f"{s.url}/_gateway/logout")
     assert await heading(page) == "Sign out"
-    assert await ways_on(page) == ["Sign out", "Sign out of all devices"]
+    assert await ways_on(page) == [
+        "Sign out",
+        "Sign out of all devices",
+        "See your sessions",
+    ]
+    account = page.get_by_role("link", name="Your account")
+    assert await account.get_attribute("href") == "/_gateway/account"
     await look(page, "sign-out")
     await click_and_wait(page, page.get_by_role("button", name="Sign out", exact=True))
     assert await heading(page) == "You have been signed out"
@@ -134,8 +140,10 @@ async def test_denied_page_for_a_signed_in_person_offers_another_account(site, p
     assert await heading(page) == "Access denied"
     text = await page.locator("main").inner_text()
     assert "Your account is not allowed to open this page." in text
-    assert "You are signed in as Alice (alice)." in text
+    assert "You are signed in as Alice (alice). Your account" in text
     assert await ways_on(page) == ["Go to the start page", "Sign in as someone else", "Sign out"]
+    account = page.get_by_role("link", name="Your account")
+    assert await account.get_attribute("href") == "/_gateway/account"
     await look(page, "403-not-allowed")
 
     # Switch: signed out, straight to the sign-in form, and back here as the other person.

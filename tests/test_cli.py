@@ -404,6 +404,20 @@ async def test_sessions_list_shows_signed_in_sessions(cli, db, alice, gateway, r
     assert set(rows) == {alice_id}
 
 
+async def test_sessions_list_names_the_browser_as_the_sessions_page_does(
+    cli, db, alice, gateway, real_time
+):
+    client = await gateway()
+    await signed_in_token(client, "alice")
+    firefox = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0"
+    await db.execute("UPDATE sessions SET user_agent = $1", firefox)
+
+    run = await cli("sessions", "list")
+
+    assert run.returncode == 0, run.describe()
+    assert run.stdout.splitlines()[1].endswith("  Firefox 133 on Windows 10")
+
+
 async def test_sessions_list_leaves_out_sessions_ended_by_idleness(
     cli, db, alice, gateway, real_time
 ):

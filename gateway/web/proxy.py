@@ -232,13 +232,14 @@ async def _forward(
             await response.prepare(request)
             if request.method == "HEAD":
                 return response
+            if session is not None and not stream.is_eof():
+                # A body still to come (a download, a stream, a long poll): from now on
+                # the session's end cuts it (store.live). A body that arrived with the
+                # headers, as small answers do, is not watched: no cost to the hot path.
+                cutter = _Cutter(request, upstream_response)
+                watch = app[LIVE].watch(session, cutter)
             async for chunk in stream.iter_chunked(CHUNK):
                 await response.write(chunk)
-                if watch is None and session is not None and not stream.is_eof():
-                    # A body still coming: from now on the session's end cuts it (store.live).
-                    # Responses that fit one chunk never get here: no cost to the hot path.
-                    cutter = _Cutter(request, upstream_response)
-                    watch = app[LIVE].watch(session, cutter)
             if cutter is not None and cutter.done:
                 return response
             await response.write_eof()

@@ -81,9 +81,15 @@ async def relay(
             code="too_many_websockets",
             actions=try_again(request),
         )
+    # The session ending (anywhere: store.live) ends the connection it opens. Watched
+    # from before the app's handshake: an end during it must not go unnoticed.
+    ended = asyncio.Event()
+    watch = ex.app[LIVE].watch(session, lambda _why: ended.set()) if session else None
     try:
-        return await _relay_in_slot(request, ex, upstream, session, headers, protocols, origin)
+        return await _relay_in_slot(request, ex, upstream, ended, headers, protocols, origin)
     finally:
+        if watch is not None:
+            watch.close()
         slots.release(upstream)
 
 
@@ -91,7 +97,7 @@ async def _relay_in_slot(
     request: web.Request,
     ex: Exchange,
     upstream: Upstream,
-    session: Session | None,
+    ended: asyncio.Event,
     headers: list[tuple[str, str]],
     protocols: list[str],
     origin: str,
@@ -132,9 +138,6 @@ async def _relay_in_slot(
                 break
         await sink.close(code=source.close_code or aiohttp.WSCloseCode.OK)
 
-    # The session ending (anywhere: store.live) ends the connection it opened.
-    ended = asyncio.Event()
-    watch = ex.app[LIVE].watch(session, lambda _why: ended.set()) if session else None
     try:
         await to_client.prepare(request)
         tasks = [
@@ -147,8 +150,6 @@ async def _relay_in_slot(
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
     finally:
-        if watch is not None:
-            watch.close()
         if ended.is_set():
             log.info("session ended: closing its WebSocket to %s", upstream.name)
             await to_app.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=SESSION_ENDED)
