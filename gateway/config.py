@@ -266,8 +266,10 @@ def logo_type(data: bytes) -> str | None:
     """image/png or image/svg+xml by what the file holds (not its name), else None."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "image/png"
-    head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if (head.startswith(b"<svg") or head.startswith(b"<?xml")) and b"<svg" in data[:4096].lower():
+    # An XML declaration, comments or a DOCTYPE may come before the <svg> element
+    # (editors and icon sites write them); an HTML page is not a logo.
+    head = data[:8192].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith(b"<") and b"<svg" in head and b"<html" not in head:
         return "image/svg+xml"
     return None
 

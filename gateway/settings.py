@@ -90,10 +90,12 @@ def _choice(options: tuple[str, ...], *, fold: bool = False) -> Callable[[Any], 
     return convert
 
 
-def _integer(minimum: int) -> Callable[[Any], int]:
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
     def convert(value: Any) -> int:
         # TOML booleans are ints to Python; `true` is not a count.
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(value)
+        if maximum is not None and value > maximum:
             raise ValueError(value)
         return value
 
@@ -280,9 +282,10 @@ SETTINGS: tuple[Setting, ...] = (
         "Failed sign-ins per client IP within `window` before that IP is throttled."),
     Setting("login", "window", _duration, "15m", "a duration such as '15m'",
         "Counting window."),
-    Setting("password", "min_length", _integer(8), 10, "a whole number of at least 8",
+    Setting("password", "min_length", _integer(8, 1024), 10, "a whole number from 8 to 1024",
         "Shortest new password, in characters (on the password page and for `gateway user "
-        "add`/`passwd`). A new password also may not be the username or one of the 20,000 "
+        "add`/`passwd`), at most 1024: no password may be longer than 1024 bytes. A new "
+        "password also may not be the username or one of the 20,000 "
         "most common passwords shipped with the gateway."),
     Setting("log", "level", _choice(LOG_LEVELS, fold=True), "info",
         "one of " + ", ".join(LOG_LEVELS), "`debug`, `info`, `warning` or `error`.",

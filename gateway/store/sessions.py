@@ -53,10 +53,6 @@ WHERE s.token_hash = t.token_hash AND s.last_seen < t.at"""
 DELETE_SESSION = "DELETE FROM sessions WHERE token_hash = $1 RETURNING user_id"
 DELETE_SESSION_BY_ID = "DELETE FROM sessions WHERE id = $1 RETURNING user_id"
 DELETE_USER_SESSIONS = "DELETE FROM sessions WHERE user_id = $1"
-# The account pages end sessions by their public id, and only the signed-in
-# user's own: another user's id matches no row, exactly like a made-up one.
-DELETE_OWN_SESSION = "DELETE FROM sessions WHERE id = $1 AND user_id = $2 RETURNING token_hash"
-DELETE_OTHER_SESSIONS = "DELETE FROM sessions WHERE user_id = $1 AND token_hash <> $2"
 DELETE_ALL_SESSIONS = "DELETE FROM sessions"
 
 # -- the expiry rule ------------------------------------------------------------
@@ -83,6 +79,19 @@ SELECT s.id, s.created_at, s.last_seen, s.expires_at, s.remember, s.ip, s.user_a
 FROM sessions s JOIN users u ON u.id = s.user_id
 WHERE ($3::text IS NULL OR u.username = $3) AND {LIVE}
 ORDER BY s.created_at"""
+# The account pages end sessions by their public id, and only the signed-in
+# user's own: another user's id matches no row, exactly like a made-up one.
+# A row already over (not yet purged) goes too, but is not counted as ended.
+DELETE_OWN_SESSION = f"""
+DELETE FROM sessions s WHERE s.id = $3 AND s.user_id = $4
+RETURNING s.token_hash, ({LIVE}) AS live"""
+DELETE_OTHER_SESSIONS = f"""
+WITH gone AS (
+    DELETE FROM sessions s WHERE s.user_id = $3 AND s.token_hash <> $4
+    RETURNING ({LIVE}) AS live)
+SELECT count(*) FILTER (WHERE live) FROM gone"""
+COUNT_LIVE_OTHERS = f"""
+SELECT count(*) FROM sessions s WHERE s.user_id = $3 AND s.token_hash <> $4 AND {LIVE}"""
 # Which of these sessions would a request still be let in with? (store.live asks.)
 STILL_LIVE = f"""
 SELECT s.token_hash FROM sessions s JOIN users u ON u.id = s.user_id
@@ -244,22 +253,41 @@ class SessionStore:
     async def revoke_own(self, user_id: int, session_id: uuid.UUID) -> bool:
         """End one of `user_id`'s sessions by its public id. False: no such session
         of theirs (another user's id included), and nothing was ended."""
+        now = self.clock()
         async with self._conn() as conn:
-            token_hash = await conn.fetchval(DELETE_OWN_SESSION, session_id, user_id)
-        if token_hash is None:
+            row = await conn.fetchrow(
+                DELETE_OWN_SESSION, now, now - self.config.idle_timeout, session_id, user_id
+            )
+        if row is None:
             return False
-        self.cache.evict([token_hash])
-        return True
+        self.cache.evict([row["token_hash"]])
+        return row["live"]
 
     async def revoke_others(self, session: Session) -> int:
         """End every session of this session's user but this one."""
         user_id = session.identity.user_id
+        now = self.clock()
         async with self._conn() as conn:
-            ended = rows_affected(
-                await conn.execute(DELETE_OTHER_SESSIONS, user_id, session.token_hash)
+            ended = await conn.fetchval(
+                DELETE_OTHER_SESSIONS,
+                now,
+                now - self.config.idle_timeout,
+                user_id,
+                session.token_hash,
             )
         self.cache.evict_user(user_id)
         return ended
+
+    async def count_live_others(self, conn: asyncpg.Connection, session: Session) -> int:
+        """How many other sessions of this session's user a request would still accept."""
+        now = self.clock()
+        return await conn.fetchval(
+            COUNT_LIVE_OTHERS,
+            now,
+            now - self.config.idle_timeout,
+            session.identity.user_id,
+            session.token_hash,
+        )
 
     async def still_live(self, token_hashes: list[bytes]) -> set[bytes]:
         """Those of `token_hashes` whose sessions have not ended, asked of the database."""

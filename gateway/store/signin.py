@@ -34,7 +34,7 @@ class SignIn:
     token: str = ""  # the new session's cookie value (OK only)
     session: Session | None = None
     retry_after: int | None = None  # seconds (THROTTLED only)
-    ended: int = 0  # other sessions ended (a password change)
+    ended: int = 0  # other live sessions ended (a password change)
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,10 @@ async def change_password(
     # Hashed only once the current password is proven: a guess costs one hash, not two.
     new_hash = await passwords.hash_in_pool(change.new_password)
     async with connection(pool) as conn, conn.transaction():
-        ended = await users.set_password(
+        # What the person will read ("N other sessions were signed out") counts live
+        # ones, not rows already over that the purge has not reached yet.
+        others = await store.count_live_others(conn, session)
+        await users.set_password(
             conn,
             who,
             new_hash,
@@ -163,4 +166,4 @@ async def change_password(
             user.identity, remember=session.remember, ip=ip, user_agent=agent, conn=conn
         )
     store.cache.evict_user(user.id)  # the NOTIFY does it too; this process at once
-    return SignIn(Outcome.OK, token=token, session=new, ended=ended)
+    return SignIn(Outcome.OK, token=token, session=new, ended=others)

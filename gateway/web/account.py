@@ -72,12 +72,10 @@ async def _session_or_sign_in(request: web.Request, page: str) -> Session:
     ex = exchange(request)
     session = await ex.session()
     if session is None:
-        # A GET goes back to where it was; a POST's form is gone: back to its page.
-        raise (
-            web.HTTPFound(ex.login_url(page))
-            if request.method == "GET"
-            else web.HTTPSeeOther(ex.login_url(page))
-        )
+        # A GET (or HEAD) goes back to where it was; a POST's form is gone: back to its page.
+        if request.method in ("GET", "HEAD"):
+            raise web.HTTPFound(ex.login_url(page))
+        raise web.HTTPSeeOther(ex.login_url(page))
     return session
 
 
@@ -151,7 +149,7 @@ async def sessions_get(request: web.Request) -> web.Response:
         "rows": rows,
         "now": now,
         "others": len(rows) - 1,
-        "ended": int(ended) if ended.isdigit() and len(ended) < 6 else None,
+        "ended": int(ended) if ended.isascii() and ended.isdigit() and len(ended) < 6 else None,
     }
     return _page(request, "sessions.html", context)
 
@@ -281,7 +279,7 @@ async def password_post(request: web.Request) -> web.StreamResponse:
         return response
     if done.outcome is signin.Outcome.FAILED:
         return _password_form(request, session, status=401, error=WRONG_PASSWORD)
-    context = {"nav": "password", "identity": session.identity, "others": max(0, done.ended - 1)}
+    context = {"nav": "password", "identity": session.identity, "others": done.ended}
     response = _page(request, "password_changed.html", context)
     max_age = int(app[CONFIG].session.remember_me.total_seconds()) if session.remember else None
     set_session_cookie(response, request, done.token, max_age=max_age)
