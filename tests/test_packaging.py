@@ -1,4 +1,4 @@
-"""The wheel carries what a non-editable install needs: templates/ and sql/."""
+"""The wheel carries what a non-editable install needs: templates/, sql/ and data/."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import gateway
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_wheel_contains_templates_and_migrations(tmp_path: Path):
+def test_wheel_contains_templates_migrations_and_data(tmp_path: Path):
     subprocess.run(
         [
             sys.executable,
@@ -39,6 +39,7 @@ def test_wheel_contains_templates_and_migrations(tmp_path: Path):
             assert f"gateway/templates/{template.relative_to(ROOT / 'templates')}" in names
     for migration in (ROOT / "sql").glob("*.sql"):
         assert f"gateway/sql/{migration.name}" in names
+    assert "gateway/data/common-passwords.txt.gz" in names
     assert "gateway/cli.py" in names
 
 
