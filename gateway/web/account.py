@@ -79,7 +79,7 @@ async def _session_or_sign_in(request: web.Request, page: str) -> Session:
     return session
 
 
-def _page(request: web.Request, template: str, context: dict, *, status: int = 200):
+def _page(request: web.Request, template: str, context: dict, *, status: int = 200) -> web.Response:
     """An account page: the shared context (who, the nav, a form token) and no-store."""
     cookies: dict[str, str] = {}
     context.setdefault("csrf_token", csrf_token(request, cookies))
