@@ -24,6 +24,8 @@ from .commands import (
     cmd_serve,
     cmd_sessions_list,
     cmd_sessions_revoke,
+    cmd_user_2fa_list,
+    cmd_user_2fa_reset,
     cmd_user_add,
     cmd_user_delete,
     cmd_user_disable,
@@ -155,6 +157,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("name", metavar="NAME", help=NAME_HELP)
         p.set_defaults(func=func)
     with_config(usub.add_parser("list", help="list users")).set_defaults(func=cmd_user_list)
+    two = usub.add_parser("2fa", help="see or reset a user's second factors")
+    two.set_defaults(func=_usage(two))
+    tsub = two.add_subparsers(title="commands", metavar="COMMAND")
+    for name, func, text in (
+        ("list", cmd_user_2fa_list, "a user's authenticators and recovery codes left"),
+        (
+            "reset",
+            cmd_user_2fa_reset,
+            "remove a user's second factors (a lost phone) and end their sessions",
+        ),
+    ):
+        p = with_config(tsub.add_parser(name, help=text))
+        p.add_argument("name", metavar="NAME", help=NAME_HELP)
+        p.set_defaults(func=func)
 
     sess = sub.add_parser("sessions", help="see and end sessions")
     sess.set_defaults(func=_usage(sess))

@@ -21,7 +21,7 @@ from .policy.identity import utc_now
 from .policy.passwords import PasswordRejected, Passwords
 from .resources import password_rules
 from .settings import parse_duration
-from .store import audit, sessions, users
+from .store import audit, factors, sessions, users
 from .store.db import database_url, migrate
 
 EXIT_USAGE = 2
@@ -183,20 +183,73 @@ async def cmd_user_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _factors_word(totp: int, recovery: int) -> str:
+    """The 2FA column: which second factors a user has ('totp+recovery', 'none')."""
+    kinds = [kind for kind, n in (("totp", totp), ("recovery", recovery)) if n]
+    return "+".join(kinds) or "none"
+
+
 async def cmd_user_list(args: argparse.Namespace) -> int:
     async with _connection(_config(args)) as conn:
         found = await users.list_users(conn)
-    rows = [("USERNAME", "EMAIL", "NAME", "GROUPS", "STATUS")] + [
+        second = await factors.summaries(conn)
+    rows = [("USERNAME", "EMAIL", "NAME", "GROUPS", "2FA", "STATUS")] + [
         (
             u.username,
             u.email,
             u.display_name,
             ",".join(u.groups),
+            _factors_word(*second.get(u.id, (0, 0))),
             "disabled" if u.disabled else "active",
         )
         for u in found
     ]
     _print_table(rows)
+    return 0
+
+
+async def _known_user(conn: asyncpg.Connection, name: str) -> users.User:
+    user = await users.get_user(conn, name)
+    if user is None:
+        raise CliError(f"no such user {users.normalize_username(name)!r}")
+    return user
+
+
+async def cmd_user_2fa_list(args: argparse.Namespace) -> int:
+    async with _connection(_config(args)) as conn:
+        user = await _known_user(conn, args.name)
+        authenticators = await factors.totp_factors(conn, user.id)
+        left = await factors.recovery_codes_left(conn, user.id)
+    if not authenticators and not left:
+        print(f"{user.username} has no second factor")
+        return 0
+    rows = [("KIND", "NAME", "ADDED", "LAST USED")] + [
+        ("totp", f.name, _when(f.created_at), _when(f.last_used_at) if f.last_used_at else "never")
+        for f in authenticators
+    ]
+    if left:
+        rows.append(("recovery", f"{left} code(s) left", "", ""))
+    _print_table(rows)
+    return 0
+
+
+async def cmd_user_2fa_reset(args: argparse.Namespace) -> int:
+    """Remove every second factor and end every session: whoever holds the lost
+    phone may be signed in, and the person enrols again at the next sign-in."""
+    async with _connection(_config(args)) as conn, conn.transaction():
+        user = await _known_user(conn, args.name)
+        totp, codes = await factors.reset(conn, user.id)
+        ended = await sessions.revoke_user(conn, user.id)
+        await audit.record(
+            conn,
+            "two_factor_reset",
+            user.username,
+            detail=f"authenticators: {totp}, recovery codes: {codes}, sessions ended: {ended}",
+        )
+    print(
+        f"second factors of {user.username} removed ({totp} authenticator(s), "
+        f"{codes} recovery code(s)), {ended} session(s) ended"
+    )
     return 0
 
 

@@ -22,6 +22,8 @@ import pytest
 from helpers import PASSWORD, cli_env, create_user, free_port, fresh_get, sign_in, start_cli
 
 from gateway.cli import build_parser
+from gateway.policy import recovery, totp
+from gateway.store import factors
 from gateway.store.db import embedded_postgres
 
 NEW_PASSWORD = "a brand new password"
@@ -370,6 +372,86 @@ async def test_user_list_shows_users_and_status(cli, db, alice):
     assert rows["bob"].split()[-1] == "disabled"
 
 
+# -- second factors ---------------------------------------------------------------
+
+
+async def give_factors(db, user_id: int, *, codes: int = 10) -> None:
+    """A confirmed authenticator "Work phone" and `codes` unused recovery codes."""
+    when = datetime(2026, 1, 1, 9, tzinfo=UTC)
+    sealed = totp.SecretBox(b"k" * 32).seal(totp.new_secret(), user_id)
+    factor = await factors.add_pending_totp(db, user_id, "Work phone", sealed, when)
+    assert await factors.confirm_totp(db, factor, user_id, totp.step_at(when), when)
+    hasher = recovery.CodeHasher(b"k" * 32)
+    hashes = [hasher.hash(code) for code in recovery.new_codes(codes)]
+    await factors.replace_recovery_codes(db, user_id, hashes, when)
+
+
+async def test_user_list_says_who_has_which_second_factor(cli, db, alice):
+    bob = await create_user(db, "bob")
+    carol = await create_user(db, "carol")
+    await give_factors(db, bob)
+    await give_factors(db, carol, codes=0)
+
+    run = await cli("user", "list")
+
+    assert run.returncode == 0, run.describe()
+    lines = run.stdout.splitlines()
+    assert lines[0].split() == ["USERNAME", "EMAIL", "NAME", "GROUPS", "2FA", "STATUS"]
+    column = {line.split()[0]: line.split()[-2] for line in lines[1:]}
+    assert column == {"alice": "none", "bob": "totp+recovery", "carol": "totp"}
+
+
+async def test_user_2fa_list_names_each_factor(cli, db, alice):
+    await give_factors(db, alice)
+    run = await cli("user", "2fa", "list", "ALICE")
+    assert run.returncode == 0, run.describe()
+    lines = run.stdout.splitlines()
+    assert lines[0].split() == ["KIND", "NAME", "ADDED", "LAST", "USED"]
+    assert lines[1].split()[:3] == ["totp", "Work", "phone"]
+    assert lines[2].split() == ["recovery", "10", "code(s)", "left"]
+
+
+async def test_user_2fa_list_of_a_user_without_factors(cli, alice):
+    run = await cli("user", "2fa", "list", "alice")
+    assert run.returncode == 0, run.describe()
+    assert run.stdout == "alice has no second factor\n"
+
+
+async def test_user_2fa_reset_removes_the_factors_and_ends_the_sessions(cli, db, alice, gateway):
+    bob = await create_user(db, "bob")
+    await give_factors(db, alice)
+    await give_factors(db, bob)
+    client = await gateway()
+    alice_token = await signed_in_token(client, "alice")
+    bob_token = await signed_in_token(client, "bob")
+
+    run = await cli("user", "2fa", "reset", "alice")
+
+    assert run.returncode == 0, run.describe()
+    assert run.stdout == (
+        "second factors of alice removed (1 authenticator(s), 10 recovery code(s)), "
+        "1 session(s) ended\n"
+    )
+    await assert_signed_out(client, alice_token)
+    await assert_signed_in(client, bob_token)
+    assert await db.fetchval("SELECT count(*) FROM totp_factors WHERE user_id = $1", alice) == 0
+    assert await db.fetchval("SELECT count(*) FROM recovery_codes WHERE user_id = $1", alice) == 0
+    assert await db.fetchval("SELECT count(*) FROM totp_factors WHERE user_id = $1", bob) == 1
+    assert await db.fetchval("SELECT count(*) FROM recovery_codes WHERE user_id = $1", bob) == 10
+    detail = await db.fetchval("SELECT detail FROM audit_log WHERE event = 'two_factor_reset'")
+    assert detail == "authenticators: 1, recovery codes: 10, sessions ended: 1"
+
+
+@pytest.mark.parametrize("command", ["list", "reset"])
+async def test_user_2fa_of_an_unknown_user_is_an_error_and_changes_nothing(cli, db, alice, command):
+    await give_factors(db, alice)
+    run = await cli("user", "2fa", command, "nobody")
+    assert run.returncode == 1, run.describe()
+    assert run.stderr == "gateway: no such user 'nobody'\n"
+    assert await db.fetchval("SELECT count(*) FROM totp_factors") == 1
+    assert await db.fetchval("SELECT count(*) FROM audit_log WHERE event = 'two_factor_reset'") == 0
+
+
 # -- sessions -----------------------------------------------------------------------
 
 
@@ -711,7 +793,8 @@ async def test_usage_errors_exit_2_with_one_line(cli, args, fragment):
     ("args", "commands"),
     [
         ([], ["serve", "demo", "migrate", "check-config", "user", "sessions", "audit"]),
-        (["user"], ["add", "passwd", "disable", "enable", "delete", "list"]),
+        (["user"], ["add", "passwd", "disable", "enable", "delete", "list", "2fa"]),
+        (["user", "2fa"], ["list", "reset"]),
         (["sessions"], ["list", "revoke"]),
     ],
 )

@@ -907,7 +907,7 @@ async def test_purge_removes_idle_and_expired_sessions_and_keeps_live_ones(
 
     result = await retention.purge(app[POOL], app[CONFIG], clock)
 
-    assert result == {"sessions": 1, "login_failures": 0, "audit_log": 0}
+    assert result == {"sessions": 1, "login_failures": 0, "audit_log": 0, "totp_pending": 0}
     assert await session_count(db) == 2
     assert await db.fetchval("SELECT count(*) FROM sessions WHERE id = $1", idle_id) == 0
     assert await db.fetchval("SELECT count(*) FROM sessions WHERE remember") == 1
@@ -959,7 +959,7 @@ async def test_purge_removes_old_login_failures_and_audit_rows(gateway, db, alic
 
     result = await retention.purge(app[POOL], app[CONFIG], clock)
 
-    assert result == {"sessions": 0, "login_failures": 2, "audit_log": 3}
+    assert result == {"sessions": 0, "login_failures": 2, "audit_log": 3, "totp_pending": 0}
     failures = await db.fetch("SELECT at, username FROM login_failures")
     assert [(r["at"], r["username"]) for r in failures] == [(now - timedelta(minutes=10), "alice")]
     events = {r["event"] for r in await db.fetch("SELECT event FROM audit_log")}
@@ -972,6 +972,7 @@ async def test_purge_removes_old_login_failures_and_audit_rows(gateway, db, alic
         "sessions": 0,
         "login_failures": 0,
         "audit_log": 0,
+        "totp_pending": 0,
     }
 
 
@@ -1020,7 +1021,12 @@ async def test_purge_deletes_more_than_one_batch(gateway, db, clock):
 
     result = await retention.purge(app[POOL], app[CONFIG], clock)
 
-    assert result == {"sessions": 0, "login_failures": retention.BATCH, "audit_log": rows}
+    assert result == {
+        "sessions": 0,
+        "login_failures": retention.BATCH,
+        "audit_log": rows,
+        "totp_pending": 0,
+    }
     assert await db.fetchval("SELECT count(*) FROM login_failures") == 0
     assert [r["event"] for r in await db.fetch("SELECT event FROM audit_log")] == ["new"]
 

@@ -1,4 +1,5 @@
-"""Periodic purge of dead rows: sessions that are over, old login failures, old audit entries.
+"""Periodic purge of dead rows: sessions that are over, old login failures, old audit
+entries, TOTP factors whose enrolment was never confirmed.
 
 Runs in every worker, but an advisory lock lets only one process per
 database purge in each round; each table's own module deletes in small
@@ -15,7 +16,7 @@ import asyncpg
 
 from ..config import Config
 from ..policy.identity import Clock
-from . import audit, sessions, throttle
+from . import audit, factors, sessions, throttle
 from .db import DB_ERRORS
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ async def purge(pool: asyncpg.Pool, config: Config, clock: Clock) -> dict[str, i
                     lambda: throttle.purge_old(conn, failures_before, BATCH)
                 ),
                 "audit_log": await _drain(lambda: audit.purge_old(conn, audit_before, BATCH)),
+                "totp_pending": await factors.purge_pending_totp(conn, now),
             }
         finally:
             await conn.execute(UNLOCK, PURGE_LOCK_ID)
