@@ -12,12 +12,12 @@ import pytest
 from chromium import (
     app_saw,
     click_and_wait,
-    focused_id,
     replay,
     session_cookie,
     sign_in,
 )
 from helpers import PASSWORD, create_user
+from playwright.async_api import expect
 
 
 @pytest.mark.parametrize(
@@ -34,7 +34,8 @@ async def test_deep_link_signs_in_and_returns_to_that_exact_address(
     await page.goto(deep)
     assert page.url.startswith(f"{base}/_gateway/login?rd=")
     assert await page.get_by_role("heading", level=1).inner_text() == "Sign in"
-    assert await focused_id(page) == "username"
+    # autofocus is applied at a rendering step after load: wait for it, do not sample.
+    await expect(page.locator("#username")).to_be_focused()
 
     answer = await sign_in(page)
     assert answer.status == 200
@@ -61,7 +62,7 @@ async def test_wrong_password_shows_one_generic_message_and_keeps_the_username(
     assert await page.get_by_label("Username").input_value() == username
     assert await page.get_by_label("Password").input_value() == ""
     # The name is kept, so the person's next keystroke belongs in the password.
-    assert await focused_id(page) == "password"
+    await expect(page.locator("#password")).to_be_focused()
     assert await page.context.cookies() == [
         c for c in await page.context.cookies() if c["name"] != "gateway_session"
     ]
