@@ -258,10 +258,7 @@ async def cmd_sessions_list(args: argparse.Namespace) -> int:
     async with _connection(config) as conn:
         username = None
         if args.user:
-            user = await users.get_user(conn, args.user)
-            if user is None:
-                raise CliError(f"no such user {users.normalize_username(args.user)!r}")
-            username = user.username
+            username = (await _known_user(conn, args.user)).username
         idle = config.session.idle_timeout
         found = await sessions.list_sessions(conn, username, utc_now(), idle)
     rows = [("ID", "USER", "CREATED", "LAST SEEN", "EXPIRES", "IP", "BROWSER")] + [
@@ -286,9 +283,7 @@ async def cmd_sessions_revoke(args: argparse.Namespace) -> int:
             ended = await sessions.revoke_all(conn)
             detail = "all"
         elif args.user:
-            user = await users.get_user(conn, args.user)
-            if user is None:
-                raise CliError(f"no such user {users.normalize_username(args.user)!r}")
+            user = await _known_user(conn, args.user)
             ended = await sessions.revoke_user(conn, user.id)
             detail = f"user {user.username}"
         else:

@@ -104,6 +104,8 @@ class BrandingConfig:
     name: str = DEFAULTS["branding"]["name"]
     logo: Path | None = None
     logo_type: str = ""  # image/svg+xml or image/png, read off the file at load
+    # The file as checked: what is served is what was checked, read once.
+    logo_data: bytes = field(default=b"", repr=False)
     accent_color: str = DEFAULTS["branding"]["accent_color"]
     footer: str = DEFAULTS["branding"]["footer"]
 
@@ -286,14 +288,15 @@ def _branding(r: _Reader, data: Mapping[str, Any], base: Path) -> BrandingConfig
         if size > LOGO_MAX_BYTES:
             r.error(where, f"{path} is {size} bytes; a logo may be at most {LOGO_MAX_BYTES}")
             return BrandingConfig(**values)
-        kind = logo_type(path.read_bytes())
+        data = path.read_bytes()
     except OSError as exc:
         r.error(where, f"cannot read {path}: {exc.strerror or exc}")
         return BrandingConfig(**values)
+    kind = logo_type(data)
     if kind is None:
         r.error(where, f"{path} is neither an SVG nor a PNG file")
         return BrandingConfig(**values)
-    return BrandingConfig(logo=path, logo_type=kind, **values)
+    return BrandingConfig(logo=path, logo_type=kind, logo_data=data, **values)
 
 
 def _upstreams(r: _Reader, data: Mapping[str, Any]) -> tuple[Upstream, ...]:

@@ -73,7 +73,7 @@ class SessionCache:
         return len(self._entries)
 
     def get(self, token_hash: bytes, now: datetime) -> Entry | None:
-        if not self.enabled or self.monotonic() >= self.trusted_until:
+        if not self.serving():
             return None
         entry = self._entries.get(token_hash)
         if entry is None:
@@ -94,9 +94,7 @@ class SessionCache:
 
     def put(self, token_hash: bytes, entry: Entry, generation: int) -> None:
         """Store, unless an eviction happened since the caller read the database."""
-        if not self.enabled or generation != self.generation:
-            return
-        if self.monotonic() >= self.trusted_until:
+        if generation != self.generation or not self.serving():
             return
         self._entries[token_hash] = entry
         self._entries.move_to_end(token_hash)

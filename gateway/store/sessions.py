@@ -58,18 +58,27 @@ DELETE_ALL_SESSIONS = "DELETE FROM sessions"
 # -- the expiry rule ------------------------------------------------------------
 # A session ends at its absolute expiry, or after idle_timeout without a request
 # unless "keep me signed in" traded the idle limit for its own longer lifetime.
-# `expired` says it in Python for one session; LIVE says the same in SQL
-# ($1 now, $2 now - idle_timeout) for the queries that count, list and purge.
+# `ends_at` says it in Python for one session (and `expired` asks it); LIVE says
+# the same in SQL ($1 now, $2 now - idle_timeout) for the queries that count,
+# list and purge.
 LIVE = "s.expires_at > $1 AND (s.remember OR s.last_seen > $2)"
+
+
+def ends_at(
+    session: Session | SessionInfo, idle_timeout: timedelta, last_seen: datetime | None = None
+) -> datetime:
+    """When the session ends if nothing more happens. `last_seen`: a later use than
+    the row knows of."""
+    if session.remember:
+        return session.expires_at
+    return min(session.expires_at, (last_seen or session.last_seen) + idle_timeout)
 
 
 def expired(
     session: Session, now: datetime, idle_timeout: timedelta, last_seen: datetime | None = None
 ) -> bool:
-    """Is this session over at `now`? `last_seen`: a later use than the row knows of."""
-    if now >= session.expires_at:
-        return True
-    return not session.remember and now >= (last_seen or session.last_seen) + idle_timeout
+    """Is this session over at `now`?"""
+    return now >= ends_at(session, idle_timeout, last_seen)
 
 
 COUNT_LIVE = f"SELECT count(*) FROM sessions s WHERE {LIVE}"
@@ -184,6 +193,11 @@ class SessionStore:
     def expired(self, session: Session, now: datetime, last_seen: datetime | None = None) -> bool:
         return expired(session, now, self.config.idle_timeout, last_seen)
 
+    def _live_bounds(self) -> tuple[datetime, datetime]:
+        """LIVE's $1 and $2 as of now."""
+        now = self.clock()
+        return now, now - self.config.idle_timeout
+
     async def lookup(self, token: str) -> Session | None:
         """The live session for a cookie value, or None. Expired rows are deleted.
 
@@ -253,11 +267,8 @@ class SessionStore:
     async def revoke_own(self, user_id: int, session_id: uuid.UUID) -> bool:
         """End one of `user_id`'s sessions by its public id. False: no such session
         of theirs (another user's id included), and nothing was ended."""
-        now = self.clock()
         async with self._conn() as conn:
-            row = await conn.fetchrow(
-                DELETE_OWN_SESSION, now, now - self.config.idle_timeout, session_id, user_id
-            )
+            row = await conn.fetchrow(DELETE_OWN_SESSION, *self._live_bounds(), session_id, user_id)
         if row is None:
             return False
         self.cache.evict([row["token_hash"]])
@@ -266,35 +277,24 @@ class SessionStore:
     async def revoke_others(self, session: Session) -> int:
         """End every session of this session's user but this one."""
         user_id = session.identity.user_id
-        now = self.clock()
         async with self._conn() as conn:
             ended = await conn.fetchval(
-                DELETE_OTHER_SESSIONS,
-                now,
-                now - self.config.idle_timeout,
-                user_id,
-                session.token_hash,
+                DELETE_OTHER_SESSIONS, *self._live_bounds(), user_id, session.token_hash
             )
         self.cache.evict_user(user_id)
         return ended
 
     async def count_live_others(self, conn: asyncpg.Connection, session: Session) -> int:
         """How many other sessions of this session's user a request would still accept."""
-        now = self.clock()
         return await conn.fetchval(
-            COUNT_LIVE_OTHERS,
-            now,
-            now - self.config.idle_timeout,
-            session.identity.user_id,
-            session.token_hash,
+            COUNT_LIVE_OTHERS, *self._live_bounds(), session.identity.user_id, session.token_hash
         )
 
     async def still_live(self, token_hashes: list[bytes]) -> set[bytes]:
         """Those of `token_hashes` whose sessions have not ended, asked of the database."""
-        now = self.clock()
         async with self._conn() as conn:
             rows = await conn.fetch(
-                STILL_LIVE, now, now - self.config.idle_timeout, token_hashes, timeout=DB_TIMEOUT
+                STILL_LIVE, *self._live_bounds(), token_hashes, timeout=DB_TIMEOUT
             )
         return {row["token_hash"] for row in rows}
 

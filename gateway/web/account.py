@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from aiohttp import web
 
@@ -21,7 +21,7 @@ from ..policy.identity import Session
 from ..policy.passwords import PasswordRejected, PasswordRules
 from ..store import audit, signin
 from ..store.db import connection
-from ..store.sessions import SessionInfo, list_sessions
+from ..store.sessions import ends_at, list_sessions
 from .database import POOL
 from .errors import Action, error_page, fails_closed, render, see_other
 from .exchange import CONFIG, SESSIONS, exchange
@@ -57,11 +57,6 @@ def format_ago(at: datetime, now: datetime) -> str:
             text = f"{n} {unit}{'' if n == 1 else 's'}"
             return f"in {text}" if later else f"{text} ago"
     raise AssertionError("unreachable")
-
-
-def _ends(info: Session | SessionInfo, last_seen: datetime, idle: timedelta) -> datetime:
-    """When the session will end if nothing more happens (the one expiry rule's terms)."""
-    return info.expires_at if info.remember else min(info.expires_at, last_seen + idle)
 
 
 # -- who is asking ------------------------------------------------------------------
@@ -107,7 +102,7 @@ async def account_get(request: web.Request) -> web.Response:
         "identity": session.identity,
         "session": session,
         "now": now,
-        "ends": _ends(session, now, idle),
+        "ends": ends_at(session, idle, now),
         "idle_minutes": int(idle.total_seconds() // 60),
     }
     return _page(request, "account.html", context)
@@ -138,7 +133,7 @@ async def sessions_get(request: web.Request) -> web.Response:
                 "device": device,
                 "current": current,
                 "last_seen": last_seen,
-                "ends": _ends(info, last_seen, idle),
+                "ends": ends_at(info, idle, last_seen),
             }
         )
     rows.sort(key=lambda r: (not r["current"], -r["last_seen"].timestamp()))
@@ -241,9 +236,7 @@ async def password_post(request: web.Request) -> web.StreamResponse:
         session = await _session_or_sign_in(request, page)
         return _password_form(request, session, status=exc.status, error=str(exc))
     if csrf_refused(request, form):
-        session = await ex.session()
-        if session is None:
-            raise web.HTTPSeeOther(ex.login_url(page))
+        session = await _session_or_sign_in(request, page)
         return _password_form(request, session, status=403, error=FORM_EXPIRED)
     session = await _session_or_sign_in(request, page)
     current = form.get("current_password", "")

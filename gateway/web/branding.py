@@ -3,7 +3,8 @@
 The name and footer are template globals (app.py). The logo and the accent
 colour are served as files of our own, `{prefix}/branding/logo` and
 `{prefix}/branding.css`, because the pages' CSP admits no inline style and
-no image from elsewhere. Both are read or made once, at start-up.
+no image from elsewhere. The logo is read once, when the config is; the
+stylesheet is made once, at start-up.
 """
 
 from __future__ import annotations
@@ -28,10 +29,9 @@ ASSETS = web.AppKey("branding_assets", Assets)
 
 
 def assets(branding: BrandingConfig) -> Assets:
-    """Read the logo and make the stylesheet (config already checked the file)."""
-    logo = branding.logo.read_bytes() if branding.logo else b""
+    """The logo as config read and checked it, and the accent made into a stylesheet."""
     css = accent_stylesheet(branding.accent_color) if branding.accent_color else ""
-    return Assets(logo, branding.logo_type, css)
+    return Assets(branding.logo_data, branding.logo_type, css)
 
 
 def template_globals(branding: BrandingConfig, prefix: str) -> dict[str, str]:

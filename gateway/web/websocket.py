@@ -150,14 +150,11 @@ async def _relay_in_slot(
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
     finally:
+        code, message = aiohttp.WSCloseCode.OK, b""
         if ended.is_set():
             log.info("session ended: closing its WebSocket to %s", upstream.name)
-            await to_app.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=SESSION_ENDED)
-            if to_client.prepared:
-                await to_client.close(
-                    code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=SESSION_ENDED
-                )
-        await to_app.close()
+            code, message = aiohttp.WSCloseCode.POLICY_VIOLATION, SESSION_ENDED
+        await to_app.close(code=code, message=message)
         if to_client.prepared:  # not when the client left before the handshake answer
-            await to_client.close()
+            await to_client.close(code=code, message=message)
     return to_client
