@@ -15,7 +15,7 @@ import asyncpg
 
 from ..counters import LOGINS
 from ..policy.identity import Session
-from ..policy.passwords import Passwords
+from ..policy.passwords import Passwords, VerifyResult
 from . import audit, users
 from .db import connection
 from .sessions import SessionStore
@@ -49,6 +49,50 @@ class Attempt:
     previous_token: str | None = None  # the session cookie this browser still holds
 
 
+@dataclass(frozen=True)
+class _Proof:
+    """How a password proof went; on OK, the user and the verification."""
+
+    outcome: Outcome
+    user: users.User | None = None
+    result: VerifyResult | None = None
+    retry_after: int | None = None
+
+
+async def _prove(
+    pool: asyncpg.Pool,
+    throttle: Throttle,
+    passwords: Passwords,
+    who: str,
+    password: str,
+    ip: str,
+    agent: str,
+    event: str,
+) -> _Proof:
+    """Throttle, look up, verify, and audit a refusal as `<event>_throttled` or
+    `<event>_failed`: the proof a sign-in and a password change both ask for, in
+    the order that decides what a guess costs and what it can learn."""
+    async with connection(pool) as conn:
+        counted = await throttle.begin(conn, who, ip)
+        if counted.retry_after is not None:
+            # Refused before hashing: a guessing attack costs us no CPU.
+            await audit.record(conn, f"{event}_throttled", who, ip=ip, user_agent=agent)
+            return _Proof(Outcome.THROTTLED, retry_after=counted.retry_after)
+        user = await users.get_user(conn, who)
+    # No connection is held while hashing. Unknown and disabled users are
+    # hashed too (a dummy hash for the unknown), so neither the answer nor
+    # its timing says which it was.
+    result = await passwords.verify(user.password_hash if user else None, password)
+    async with connection(pool) as conn:
+        if user is None or user.disabled or not result.ok:
+            # The attempt's row stays: it is the failure.
+            why = "unknown user" if user is None else "disabled" if user.disabled else "password"
+            await audit.record(conn, f"{event}_failed", who, ip=ip, user_agent=agent, detail=why)
+            return _Proof(Outcome.FAILED)
+        await throttle.succeeded(conn, counted, who)
+    return _Proof(Outcome.OK, user, result)
+
+
 async def sign_in(
     pool: asyncpg.Pool,
     throttle: Throttle,
@@ -58,26 +102,13 @@ async def sign_in(
 ) -> SignIn:
     """One sign-in attempt, start to finish. Raises DatabaseUnavailable (fail closed)."""
     who, ip, agent = attempt.username, attempt.ip, attempt.user_agent
+    proof = await _prove(pool, throttle, passwords, who, attempt.password, ip, agent, "login")
+    LOGINS.inc(proof.outcome.value)
+    if proof.outcome is not Outcome.OK:
+        return SignIn(proof.outcome, retry_after=proof.retry_after)
+    user, result = proof.user, proof.result
+    assert user is not None and result is not None
     async with connection(pool) as conn:
-        counted = await throttle.begin(conn, who, ip)
-        if counted.retry_after is not None:
-            # Refused before hashing: a guessing attack costs us no CPU.
-            LOGINS.inc("throttled")
-            await audit.record(conn, "login_throttled", who, ip=ip, user_agent=agent)
-            return SignIn(Outcome.THROTTLED, retry_after=counted.retry_after)
-        user = await users.get_user(conn, who)
-    # No connection is held while hashing. Unknown and disabled users are
-    # hashed too (a dummy hash for the unknown), so neither the answer nor
-    # its timing says which it was.
-    result = await passwords.verify(user.password_hash if user else None, attempt.password)
-    async with connection(pool) as conn:
-        if user is None or user.disabled or not result.ok:
-            LOGINS.inc("failed")  # the attempt's row stays: it is the failure
-            why = "unknown user" if user is None else "disabled" if user.disabled else "password"
-            await audit.record(conn, "login_failed", who, ip=ip, user_agent=agent, detail=why)
-            return SignIn(Outcome.FAILED)
-        LOGINS.inc("ok")
-        await throttle.succeeded(conn, counted, who)
         if result.new_hash:
             # The same password under new parameters: nobody's sessions end.
             await users.set_password(conn, user.username, result.new_hash, end_sessions=False)
@@ -133,20 +164,13 @@ async def change_password(
     Raises DatabaseUnavailable (fail closed)."""
     session = change.session
     who, ip, agent = session.identity.username, change.ip, change.user_agent
-    async with connection(pool) as conn:
-        counted = await throttle.begin(conn, who, ip)
-        if counted.retry_after is not None:
-            await audit.record(conn, "password_change_throttled", who, ip=ip, user_agent=agent)
-            return SignIn(Outcome.THROTTLED, retry_after=counted.retry_after)
-        user = await users.get_user(conn, who)
-    result = await passwords.verify(user.password_hash if user else None, change.current)
-    async with connection(pool) as conn:
-        if user is None or user.disabled or not result.ok:
-            await audit.record(
-                conn, "password_change_failed", who, ip=ip, user_agent=agent, detail="password"
-            )
-            return SignIn(Outcome.FAILED)
-        await throttle.succeeded(conn, counted, who)
+    proof = await _prove(
+        pool, throttle, passwords, who, change.current, ip, agent, "password_change"
+    )
+    if proof.outcome is not Outcome.OK:
+        return SignIn(proof.outcome, retry_after=proof.retry_after)
+    user = proof.user
+    assert user is not None
     # Hashed only once the current password is proven: a guess costs one hash, not two.
     new_hash = await passwords.hash_in_pool(change.new_password)
     async with connection(pool) as conn, conn.transaction():
